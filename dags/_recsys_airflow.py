@@ -1,0 +1,47 @@
+"""Glue between Airflow task context and recsys: storage from a connection, the run's date.
+
+Not a DAG file (listed in .airflowignore). Imported by the DAG files at parse time, so it
+imports nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+CAMPAIGN = os.environ.get("RECSYS_CAMPAIGN", "movielens")
+
+
+def storage(params: dict[str, Any]):
+    """The run's Storage: root from RECSYS_STORAGE_URL, S3 credentials from a connection.
+
+    The connection id comes from the ``storage_conn_id`` param or RECSYS_STORAGE_CONN_ID; its
+    login/password are the access key/secret and ``endpoint_url`` in its extra points at
+    MinIO/SeaweedFS. Without one, credentials come from the environment (never from code).
+    """
+    from recsys.storage import Storage, storage_options_from_connection
+
+    conn_id = params.get("storage_conn_id") or os.environ.get("RECSYS_STORAGE_CONN_ID")
+    if not conn_id:
+        return Storage()
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    return Storage(
+        None, storage_options_from_connection(conn.login, conn.password, conn.extra_dejson)
+    )
+
+
+def as_of(context: dict[str, Any]) -> str:
+    """The run's "as of" datetime (ISO, UTC).
+
+    The ``as_of`` param wins (rebuild a past day from a manual run); else the logical date;
+    else, for runs without one (asset-triggered, manual without a date), the run's run_after.
+    """
+    override = (context.get("params") or {}).get("as_of")
+    if override:
+        return str(override)
+    logical = context.get("logical_date")
+    if logical is None:
+        logical = context["dag_run"].run_after
+    return logical.isoformat()

@@ -1,0 +1,164 @@
+"""
+### recsys_nightly — the nightly lifecycle
+
+**import → validate → train → evaluate → deploy (campaign swap) → batch recommendations**,
+each task a thin call into the `recsys` library. Every path derives from the run's logical
+date (or the `as_of` param), so a retry, a rerun or a backfill writes only its own outputs.
+
+* *import*: CSV drops under `landing/{dataset_group}/` become a versioned Parquet snapshot.
+* *validate*: required columns, types, declared event types, the minimum data to train. A
+  failure stops the run here: the live campaign and the previous snapshot are untouched.
+* *train* / *evaluate*: a solution version of the campaign's solution, with Personalize's
+  offline metrics (10% of users held out).
+* *deploy*: the campaign pointer moves to the new version (skipped for a backfill older than
+  the live version, unless `deploy` is `force`).
+* *batch*: recommendations for every user in Personalize's JSON-lines format, then `_SUCCESS`,
+  then the `latest` pointer; publishes the `recsys_batch_<campaign>` Asset.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from _recsys_airflow import CAMPAIGN, as_of, storage
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
+
+
+@dag(
+    dag_id="recsys_nightly",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),  # any "as of" date may be backfilled,
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recsys", "nightly"],
+    default_args={
+        "owner": "recsys",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(hours=3),
+    },
+    params={
+        "campaign": Param(
+            CAMPAIGN,
+            type="string",
+            title="Campaign",
+            description="configs/campaigns/<name>.yaml; its solution and dataset group are used",
+        ),
+        "import_mode": Param("FULL", enum=["FULL", "INCREMENTAL"], title="Import mode"),
+        "training_mode": Param("FULL", enum=["FULL", "UPDATE"], title="trainingMode"),
+        "recipe": Param(
+            None,
+            type=["null", "string"],
+            title="Recipe override",
+            description="e.g. popularity-count; empty = the solution's recipe",
+        ),
+        "hyperparameters": Param({}, type="object", title="Hyperparameter overrides"),
+        "deploy": Param(
+            "auto",
+            enum=["auto", "force", "skip"],
+            title="Deploy",
+            description="auto: deploy unless a newer version is live; force; skip",
+        ),
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            title="As of (ISO date)",
+            description="rebuild as of this date instead of the logical date",
+        ),
+        "storage_conn_id": Param(
+            None,
+            type=["null", "string"],
+            title="Storage connection id",
+            description="an AWS connection for S3 storage (else environment)",
+        ),
+    },
+)
+def recsys_nightly():
+    @task
+    def import_datasets() -> dict:
+        from recsys import pipeline
+        from recsys.config import CampaignConfig, SolutionConfig
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        solution = SolutionConfig.load(CampaignConfig.load(params["campaign"]).solution)
+        return pipeline.import_datasets(
+            solution.dataset_group, as_of(ctx), params["import_mode"], storage(params)
+        )
+
+    @task
+    def validate_snapshot(imported: dict) -> dict:
+        from recsys import pipeline
+        from recsys.config import CampaignConfig
+
+        params = get_current_context()["params"]
+        solution = CampaignConfig.load(params["campaign"]).solution
+        return pipeline.validate(
+            imported["dataset_group"], imported["snapshot_id"], solution, storage(params)
+        )
+
+    @task
+    def train_solution_version(validated: dict) -> dict:
+        from recsys import pipeline
+        from recsys.config import CampaignConfig
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        overrides = {"recipe": params["recipe"], "hyperparameters": params["hyperparameters"]}
+        return pipeline.train(
+            CampaignConfig.load(params["campaign"]).solution,
+            validated["snapshot_id"],
+            as_of(ctx),
+            params["training_mode"],
+            overrides,
+            storage=storage(params),
+        )
+
+    @task
+    def evaluate_solution_version(version: dict) -> dict:
+        from recsys import pipeline
+
+        params = get_current_context()["params"]
+        return pipeline.evaluate(version["solution"], version["version_id"], storage(params))
+
+    @task
+    def deploy_campaign(version: dict, evaluated: dict) -> dict:
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        if params["deploy"] == "skip":
+            return {"campaign": params["campaign"], "deployed": False, "reason": "skip param"}
+        return pipeline.deploy_campaign(
+            params["campaign"],
+            version["version_id"],
+            as_of(ctx),
+            force=params["deploy"] == "force",
+            storage=storage(params),
+        )
+
+    @task(outlets=[BATCH_ASSET])
+    def batch_recommendations(version: dict, deployed: dict) -> dict:
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        # A backfill serves its own day's version; a skipped deploy serves what is live.
+        version_id = None if params["deploy"] == "skip" else version["version_id"]
+        return pipeline.batch(params["campaign"], as_of(ctx), version_id, storage=storage(params))
+
+    imported = import_datasets()
+    validated = validate_snapshot(imported)
+    version = train_solution_version(validated)
+    evaluated = evaluate_solution_version(version)
+    deployed = deploy_campaign(version, evaluated)
+    batch_recommendations(version, deployed)
+
+
+recsys_nightly()

@@ -1,0 +1,187 @@
+"""``recsys``: every stage of the lifecycle as a subcommand, for people and DAG tasks alike.
+
+Results go to stdout as JSON; logs go to stderr. Exit codes: 0 success, 1 unexpected error,
+2 bad usage or configuration, 3 bad input data or failed validation, 4 something asked for does
+not exist, 5 storage unreachable, 6 incompatible or tampered model artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from recsys import __version__, pipeline
+from recsys.errors import RecsysError
+from recsys.storage import Storage, json_dumps
+
+
+def _add_date(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--date",
+        required=True,
+        help="logical date (ISO date or datetime, UTC): what 'as of' means for this run",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Self-hosted Personalize-style recommendation lifecycle.",
+        epilog="Storage root: --storage or RECSYS_STORAGE_URL (local dir or s3://bucket/prefix).",
+    )
+    parser.add_argument("--version", action="version", version=f"recsys {__version__}")
+    parser.add_argument("--storage", help="storage root URL (default: $RECSYS_STORAGE_URL)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("import", help="import landing CSVs into a new snapshot")
+    p.add_argument("--dataset-group", required=True)
+    _add_date(p)
+    p.add_argument("--mode", choices=["FULL", "INCREMENTAL"], default="FULL")
+
+    p = sub.add_parser("validate", help="validate a snapshot (minimum data, columns, types)")
+    p.add_argument("--dataset-group", required=True)
+    p.add_argument("--snapshot", required=True)
+    p.add_argument(
+        "--solution", help="apply this solution's event filters to the minimum-data check"
+    )
+
+    p = sub.add_parser("train", help="train a solution version on a snapshot")
+    p.add_argument("--solution", required=True)
+    p.add_argument("--snapshot", required=True)
+    _add_date(p)
+    p.add_argument("--training-mode", choices=["FULL", "UPDATE"], default="FULL")
+    p.add_argument("--recipe", help="override the solution's recipe")
+    p.add_argument(
+        "--hyperparameters", type=json.loads, default=None, help="JSON, e.g. '{\"bptt\": 50}'"
+    )
+    p.add_argument("--seed", type=int, default=42)
+
+    p = sub.add_parser("evaluate", help="compute Personalize's offline metrics for a version")
+    p.add_argument("--solution", required=True)
+    p.add_argument("--version-id", required=True)
+
+    p = sub.add_parser("deploy", help="point a campaign at a solution version")
+    p.add_argument("--campaign", required=True)
+    p.add_argument("--version-id", required=True)
+    _add_date(p)
+    p.add_argument("--force", action="store_true", help="deploy even over a newer live version")
+
+    p = sub.add_parser("batch", help="batch recommendations for every user (Personalize JSONL)")
+    p.add_argument("--campaign", required=True)
+    _add_date(p)
+    p.add_argument("--version-id", help="default: the campaign's live version")
+    p.add_argument("--num-results", type=int, help="1..500 (default: the campaign's, 25)")
+
+    p = sub.add_parser("run", help="the whole nightly pipeline in this process (no Airflow)")
+    p.add_argument("--campaign", required=True)
+    _add_date(p)
+    p.add_argument("--mode", choices=["FULL", "INCREMENTAL"], default="FULL")
+
+    p = sub.add_parser("replay", help="write a data set's history as daily landing drops")
+    p.add_argument("--source", choices=["movielens", "synthetic"], default="movielens")
+    p.add_argument(
+        "--data-dir", help="MovieLens directory (ml-latest-small, ml-25m, ml-1m, ml-100k)"
+    )
+    p.add_argument("--dataset-group", required=True)
+    p.add_argument("--until", required=True, help="last day (inclusive, UTC) to land")
+    p.add_argument("--days", type=int, default=30, help="daily drops for this many days")
+    p.add_argument("--seed", type=int, default=0, help="synthetic source only")
+
+    p = sub.add_parser("convert", help="convert MovieLens files to Personalize CSVs")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("report", help="where a campaign's outputs are, metrics, sample users")
+    p.add_argument("--campaign", required=True)
+    p.add_argument("--users", type=int, default=3)
+
+    p = sub.add_parser("campaign", help="campaign status and deploy history")
+    csub = p.add_subparsers(dest="campaign_command", required=True)
+    for name, text in (("status", "what is live"), ("history", "every deployment")):
+        cp = csub.add_parser(name, help=text)
+        cp.add_argument("campaign")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Any:
+    storage = Storage(args.storage) if args.storage else Storage()
+    cmd = args.command
+    if cmd == "import":
+        return pipeline.import_datasets(args.dataset_group, args.date, args.mode, storage)
+    if cmd == "validate":
+        return pipeline.validate(args.dataset_group, args.snapshot, args.solution, storage)
+    if cmd == "train":
+        overrides = {"recipe": args.recipe, "hyperparameters": args.hyperparameters}
+        return pipeline.train(
+            args.solution,
+            args.snapshot,
+            args.date,
+            args.training_mode,
+            overrides,
+            args.seed,
+            storage,
+        )
+    if cmd == "evaluate":
+        return pipeline.evaluate(args.solution, args.version_id, storage)
+    if cmd == "deploy":
+        return pipeline.deploy_campaign(
+            args.campaign,
+            args.version_id,
+            args.date,
+            force=args.force,
+            reason="manual",
+            storage=storage,
+        )
+    if cmd == "batch":
+        return pipeline.batch(args.campaign, args.date, args.version_id, args.num_results, storage)
+    if cmd == "run":
+        return pipeline.run_nightly(args.campaign, args.date, args.mode, storage)
+    if cmd == "replay":
+        from recsys.data.sources.replay import replay
+
+        if args.source == "movielens":
+            if not args.data_dir:
+                raise RecsysError("replay --source movielens needs --data-dir")
+            from recsys.data.sources.movielens import load_movielens
+
+            data = load_movielens(args.data_dir)
+        else:
+            from recsys.data.sources.synthetic import generate
+
+            data = generate(seed=args.seed)
+        return replay(storage, data, args.dataset_group, args.until, args.days)
+    if cmd == "convert":
+        from recsys.data.sources.movielens import convert_movielens
+
+        return {k: str(v) for k, v in convert_movielens(args.data_dir, args.out).items()}
+    if cmd == "report":
+        from recsys.report import campaign_report
+
+        print(campaign_report(storage, args.campaign, args.users))
+        return None
+    if cmd == "campaign":
+        if args.campaign_command == "status":
+            return pipeline.status(args.campaign, storage)
+        return pipeline.history(args.campaign, storage)
+    raise AssertionError(cmd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except RecsysError as exc:
+        print(f"recsys: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    if result is not None:
+        sys.stdout.write(json_dumps(result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Settings from the environment, and the named configuration files under ``configs/``.
+
+Environment variables (all optional):
+
+``RECSYS_STORAGE_URL``
+    Root of all storage: a local directory (default ``./.recsys-data``) or ``s3://bucket/prefix``.
+``RECSYS_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL``)
+    S3-compatible endpoint (MinIO, SeaweedFS, ...). Credentials come from the usual AWS
+    variables or profile; they are never logged.
+``RECSYS_CONFIG_DIR``
+    Directory holding ``dataset_groups/``, ``solutions/`` and ``campaigns/`` (default: the
+    repository's ``configs/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recsys.errors import ConfigError
+
+DEFAULT_STORAGE_URL = ".recsys-data"
+_REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def storage_url() -> str:
+    return os.environ.get("RECSYS_STORAGE_URL", DEFAULT_STORAGE_URL)
+
+
+def s3_storage_options() -> dict[str, Any]:
+    """fsspec/s3fs options from the environment (endpoint only: credentials stay in botocore)."""
+    endpoint = os.environ.get("RECSYS_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    options: dict[str, Any] = {}
+    if endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    return options
+
+
+def config_dir() -> Path:
+    env = os.environ.get("RECSYS_CONFIG_DIR")
+    if env:
+        return Path(env)
+    if _REPO_CONFIGS.is_dir():
+        return _REPO_CONFIGS
+    return Path.cwd() / "configs"
+
+
+def load_config_file(kind: str, name: str) -> dict[str, Any]:
+    """Load ``configs/{kind}/{name}.(yaml|yml|json)``."""
+    base = config_dir() / kind
+    for suffix in (".yaml", ".yml", ".json"):
+        path = base / f"{name}{suffix}"
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            try:
+                data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+            except (json.JSONDecodeError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path}: not valid {suffix[1:]}: {exc}") from exc
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a mapping at the top level")
+            return data
+    available = sorted(p.stem for p in base.glob("*")) if base.is_dir() else []
+    raise ConfigError(
+        f"no {kind} config named {name!r} in {base} (available: {', '.join(available) or 'none'})"
+    )
+
+
+@dataclass(frozen=True)
+class SolutionConfig:
+    """A solution: recipe + hyperparameters + event filters, for one dataset group."""
+
+    name: str
+    dataset_group: str
+    recipe: str
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    event_types: tuple[str, ...] = ()
+    event_value_threshold: float | None = None
+
+    @classmethod
+    def load(cls, name: str, overrides: dict[str, Any] | None = None) -> SolutionConfig:
+        raw = load_config_file("solutions", name)
+        try:
+            cfg = cls(
+                name=name,
+                dataset_group=raw["dataset_group"],
+                recipe=raw["recipe"],
+                hyperparameters=dict(raw.get("hyperparameters") or {}),
+                event_types=tuple(raw.get("event_types") or ()),
+                event_value_threshold=raw.get("event_value_threshold"),
+            )
+        except KeyError as exc:
+            raise ConfigError(f"solution {name!r}: missing key {exc.args[0]!r}") from exc
+        if overrides:
+            cfg = cls(**{**cfg.__dict__, **_merge_overrides(cfg, overrides)})
+        return cfg
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SolutionConfig:
+        """Inverse of :meth:`to_dict` (a version's stored config)."""
+        return cls(**{**raw, "event_types": tuple(raw.get("event_types") or ())})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset_group": self.dataset_group,
+            "recipe": self.recipe,
+            "hyperparameters": dict(self.hyperparameters),
+            "event_types": list(self.event_types),
+            "event_value_threshold": self.event_value_threshold,
+        }
+
+
+def _merge_overrides(cfg: SolutionConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "recipe" in overrides and overrides["recipe"]:
+        out["recipe"] = overrides["recipe"]
+    hp = overrides.get("hyperparameters")
+    if hp:
+        out["hyperparameters"] = {**cfg.hyperparameters, **hp}
+    return out
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """A campaign: which solution it serves, and its serving config."""
+
+    name: str
+    solution: str
+    num_results: int = 25
+    exploration_weight: float = 0.3
+    exploration_item_age_cut_off: float = 30.0
+
+    @classmethod
+    def load(cls, name: str) -> CampaignConfig:
+        raw = load_config_file("campaigns", name)
+        if "solution" not in raw:
+            raise ConfigError(f"campaign {name!r}: missing key 'solution'")
+        cfg = raw.get("config") or {}
+        num = int(cfg.get("num_results", 25))
+        if not 1 <= num <= 500:
+            raise ConfigError(f"campaign {name!r}: num_results must be 1..500, got {num}")
+        return cls(
+            name=name,
+            solution=raw["solution"],
+            num_results=num,
+            exploration_weight=float(cfg.get("exploration_weight", 0.3)),
+            exploration_item_age_cut_off=float(cfg.get("exploration_item_age_cut_off", 30.0)),
+        )
+
+    def serving_config(self) -> dict[str, Any]:
+        return {
+            "num_results": self.num_results,
+            "exploration_weight": self.exploration_weight,
+            "exploration_item_age_cut_off": self.exploration_item_age_cut_off,
+        }

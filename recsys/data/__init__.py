@@ -1,0 +1,1 @@
+"""Datasets: import jobs (CSV drops → versioned Parquet snapshots), the Dataset object, sources."""

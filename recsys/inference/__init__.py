@@ -1,0 +1,1 @@
+"""Inference: top-k recommendation and batch jobs in Personalize's format."""

@@ -1,0 +1,152 @@
+"""The nightly lifecycle as plain functions: what the DAG tasks and the CLI both call.
+
+Each stage takes ids and a logical date, reads the previous stage's immutable output, writes
+its own, and returns a small JSON-serialisable dict (what Airflow passes through XCom).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recsys.campaigns import campaign_state, deploy
+from recsys.config import CampaignConfig, SolutionConfig
+from recsys.data.imports import run_import
+from recsys.evaluation.run import evaluate_solution_version
+from recsys.ids import as_utc
+from recsys.inference.batch import run_batch
+from recsys.logs import get_logger
+from recsys.recipes import TrainingOptions
+from recsys.schema import DatasetGroup
+from recsys.storage import Storage
+from recsys.training import train_solution_version
+from recsys.validation import validate_snapshot
+
+log = get_logger(__name__)
+
+
+def _iso(logical_date: Any) -> str:
+    return as_utc(logical_date).isoformat()
+
+
+def import_datasets(
+    dataset_group: str, logical_date: Any, mode: str = "FULL", storage: Storage | None = None
+) -> dict[str, Any]:
+    storage = storage or Storage()
+    manifest = run_import(storage, dataset_group, logical_date, mode)
+    return {
+        "dataset_group": dataset_group,
+        "snapshot_id": manifest["snapshot_id"],
+        "mode": manifest["mode"],
+        "rows": {t: d["rows"] for t, d in manifest["datasets"].items()},
+    }
+
+
+def validate(
+    dataset_group: str,
+    snapshot_id: str,
+    solution: str | None = None,
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    storage = storage or Storage()
+    group = DatasetGroup.load(dataset_group)
+    event_types: tuple[str, ...] = ()
+    threshold = None
+    if solution:
+        cfg = SolutionConfig.load(solution)
+        event_types, threshold = cfg.event_types, cfg.event_value_threshold
+    report = validate_snapshot(storage, group, snapshot_id, event_types, threshold)
+    return {"snapshot_id": snapshot_id, "passed": report["passed"]}
+
+
+def train(
+    solution: str,
+    snapshot_id: str,
+    logical_date: Any,
+    training_mode: str = "FULL",
+    overrides: dict[str, Any] | None = None,
+    seed: int = 42,
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    storage = storage or Storage()
+    cfg = SolutionConfig.load(solution, overrides)
+    version = train_solution_version(
+        storage, cfg, snapshot_id, _iso(logical_date), training_mode, TrainingOptions(seed=seed)
+    )
+    return {"solution": solution, "version_id": version["version_id"], "recipe": cfg.recipe}
+
+
+def evaluate(solution: str, version_id: str, storage: Storage | None = None) -> dict[str, Any]:
+    storage = storage or Storage()
+    result = evaluate_solution_version(storage, solution, version_id)
+    return {"solution": solution, "version_id": version_id, "metrics": result["metrics"]}
+
+
+def deploy_campaign(
+    campaign: str,
+    version_id: str,
+    logical_date: Any,
+    force: bool = False,
+    reason: str = "nightly",
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    storage = storage or Storage()
+    result = deploy(
+        storage,
+        CampaignConfig.load(campaign),
+        version_id,
+        _iso(logical_date),
+        force=force,
+        reason=reason,
+    )
+    return {"campaign": campaign, **result}
+
+
+def batch(
+    campaign: str,
+    logical_date: Any,
+    version_id: str | None = None,
+    num_results: int | None = None,
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    storage = storage or Storage()
+    manifest = run_batch(
+        storage,
+        CampaignConfig.load(campaign),
+        _iso(logical_date),
+        version_id=version_id,
+        num_results=num_results,
+    )
+    return {
+        "campaign": campaign,
+        "batch_id": manifest["batch_id"],
+        "users": manifest["users"],
+        "uri": storage.uri(f"batch/{campaign}/{manifest['batch_id']}"),
+    }
+
+
+def run_nightly(
+    campaign: str,
+    logical_date: Any,
+    mode: str = "FULL",
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    """import → validate → train → evaluate → deploy → batch, in one process (no Airflow)."""
+    storage = storage or Storage()
+    camp = CampaignConfig.load(campaign)
+    sol = SolutionConfig.load(camp.solution)
+    imp = import_datasets(sol.dataset_group, logical_date, mode, storage)
+    validate(sol.dataset_group, imp["snapshot_id"], sol.name, storage)
+    ver = train(sol.name, imp["snapshot_id"], logical_date, storage=storage)
+    ev = evaluate(sol.name, ver["version_id"], storage)
+    dep = deploy_campaign(campaign, ver["version_id"], logical_date, storage=storage)
+    out = batch(campaign, logical_date, version_id=ver["version_id"], storage=storage)
+    return {"import": imp, "version": ver, "metrics": ev["metrics"], "deploy": dep, "batch": out}
+
+
+def status(campaign: str, storage: Storage | None = None) -> dict[str, Any]:
+    state = campaign_state(storage or Storage(), campaign)
+    return {k: v for k, v in state.items() if k != "history"}
+
+
+def history(campaign: str, storage: Storage | None = None) -> list[dict[str, Any]]:
+    return campaign_state(storage or Storage(), campaign)["history"]

@@ -1,0 +1,134 @@
+"""The recipe protocol and the model artifact format.
+
+A recipe learns from a :class:`~recsys.data.dataset.Dataset` and scores the catalogue for users
+given their histories. Artifacts are safetensors + Parquet vocabularies + a JSON config with a
+format version and checksums: nothing is unpickled, and a tampered or incompatible artifact is
+refused with :class:`~recsys.errors.ArtifactError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from recsys.data.dataset import Dataset
+from recsys.errors import ArtifactError
+from recsys.storage import Storage
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How to train (not what): seed for determinism, device for torch recipes."""
+
+    seed: int = 42
+    device: str = "cpu"
+
+
+class Recipe(ABC):
+    """Base class of every recipe."""
+
+    name: ClassVar[str]
+    #: Hyperparameter names and defaults (Personalize names where Personalize has them).
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        unknown = set(hyperparameters) - set(self.defaults)
+        if unknown:
+            from recsys.errors import ConfigError
+
+            raise ConfigError(
+                f"recipe {self.name}: unknown hyperparameters {sorted(unknown)} "
+                f"(known: {sorted(self.defaults)})"
+            )
+        self.hyperparameters = {**self.defaults, **hyperparameters}
+        self.item_ids: np.ndarray = np.array([], dtype=object)
+        self.user_ids: np.ndarray = np.array([], dtype=object)
+
+    @abstractmethod
+    def fit(self, data: Dataset, options: TrainingOptions) -> Recipe:
+        """Learn from ``data``; sets ``item_ids`` / ``user_ids`` to the dataset's vocabularies."""
+
+    @abstractmethod
+    def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores (len(users) × n_items, float32) for user indices (-1 = unknown user).
+
+        ``histories[i]`` holds user i's item indices in time order (possibly empty).
+        """
+
+    @abstractmethod
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Learned parameters to save."""
+
+    @abstractmethod
+    def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
+        """Restore learned parameters saved by :meth:`tensors`."""
+
+    # -- artifacts -------------------------------------------------------------------------
+    def save(self, storage: Storage, prefix: str, extra: dict[str, Any] | None = None) -> dict:
+        """Write the artifact under ``prefix``; ``model.json`` last. Returns model.json."""
+        files = {
+            "model.safetensors": storage.write_tensors(
+                f"{prefix}/model.safetensors",
+                self.tensors(),
+                metadata={"format_version": str(FORMAT_VERSION), "recipe": self.name},
+            ),
+            "items.parquet": storage.write_parquet(
+                f"{prefix}/items.parquet", pd.DataFrame({"ITEM_ID": self.item_ids.astype(str)})
+            ),
+            "users.parquet": storage.write_parquet(
+                f"{prefix}/users.parquet", pd.DataFrame({"USER_ID": self.user_ids.astype(str)})
+            ),
+        }
+        model_json = {
+            "format_version": FORMAT_VERSION,
+            "recipe": self.name,
+            "hyperparameters": self.hyperparameters,
+            "n_items": int(len(self.item_ids)),
+            "n_users": int(len(self.user_ids)),
+            "files": files,
+            **(extra or {}),
+        }
+        storage.write_json(f"{prefix}/model.json", model_json)
+        return model_json
+
+
+def load_model(storage: Storage, prefix: str) -> tuple[Recipe, dict[str, Any]]:
+    """Load a saved model; refuse a wrong format version or a checksum mismatch."""
+    from recsys.recipes import get_recipe
+
+    model_json = storage.read_json(f"{prefix}/model.json")
+    version = model_json.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{storage.uri(prefix)}: artifact format version {version!r} is not supported "
+            f"(this recsys reads version {FORMAT_VERSION}); retrain or use a matching recsys"
+        )
+    blobs = {}
+    for name, expected in model_json["files"].items():
+        data = storage.read_bytes(f"{prefix}/{name}")
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ArtifactError(
+                f"{storage.uri(prefix + '/' + name)}: checksum mismatch (file changed after "
+                "training); refusing to load"
+            )
+        blobs[name] = data
+    from safetensors.numpy import load
+
+    recipe = get_recipe(model_json["recipe"])(**model_json["hyperparameters"])
+    recipe.item_ids = pd.read_parquet(io.BytesIO(blobs["items.parquet"]))["ITEM_ID"].to_numpy(
+        dtype=object
+    )
+    recipe.user_ids = pd.read_parquet(io.BytesIO(blobs["users.parquet"]))["USER_ID"].to_numpy(
+        dtype=object
+    )
+    recipe.load_tensors(load(blobs["model.safetensors"]))
+    return recipe, model_json

@@ -1,0 +1,277 @@
+"""One root URL for everything recsys reads and writes.
+
+The root is a local directory (the embedded default, no server) or ``s3://bucket/prefix`` on any
+S3-compatible store through fsspec/s3fs. Keys are ``/``-separated paths below the root and look
+the same on both. Every write puts a whole object: on S3 a PUT is atomic, on disk we write a
+temporary file and ``os.replace`` it, so a reader never sees half a file. Pointer objects
+(campaigns, ``latest``) are written with :meth:`Storage.write_pointer` after what they point at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import IO, Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from recsys import config
+from recsys.errors import NotFoundError, StorageError
+
+
+def _join(*parts: str) -> str:
+    return posixpath.join(*[p.strip("/") for p in parts if p not in ("", None)])
+
+
+class Storage:
+    """Read and write objects under one root URL.
+
+    Args:
+        url: local directory path (or ``file://...``) or ``s3://bucket/prefix``; default
+            ``RECSYS_STORAGE_URL``.
+        storage_options: extra fsspec options (for S3: ``client_kwargs.endpoint_url``, ``key``,
+            ``secret``); default from the environment.
+    """
+
+    def __init__(self, url: str | None = None, storage_options: Mapping[str, Any] | None = None):
+        url = url or config.storage_url()
+        protocol, _, rest = url.partition("://")
+        if not rest:
+            protocol, rest = "file", url
+        if protocol == "file":
+            rest = os.path.abspath(rest)
+            self.fs = fsspec.filesystem("file")
+            self.url = rest
+        elif protocol in ("s3", "s3a"):
+            options = dict(config.s3_storage_options())
+            options.update(storage_options or {})
+            # Listings must never be served from cache: pointers and versions change under us.
+            options.setdefault("use_listings_cache", False)
+            options["skip_instance_cache"] = True
+            self.fs = fsspec.filesystem("s3", **options)
+            self.url = f"s3://{rest.rstrip('/')}"
+            rest = rest.rstrip("/")
+        else:
+            raise StorageError(f"unsupported storage URL {url!r}: use a local path or s3://")
+        self.protocol = "file" if protocol == "file" else "s3"
+        self.root = rest
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url!r})"
+
+    # -- paths ----------------------------------------------------------------------------
+    def path(self, key: str) -> str:
+        """Filesystem path of ``key`` (no protocol)."""
+        return _join(self.root, key) if self.protocol == "s3" else os.path.join(self.root, key)
+
+    def uri(self, key: str = "") -> str:
+        """Full URL of ``key``, for messages and for readers outside recsys."""
+        if self.protocol == "s3":
+            return f"s3://{_join(self.root, key)}"
+        return os.path.join(self.root, key) if key else self.root
+
+    # -- queries --------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        try:
+            return bool(self.fs.exists(self.path(key)))
+        except OSError as exc:  # network trouble
+            raise StorageError(f"cannot reach {self.uri(key)}: {exc}") from exc
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self.path(key)))
+
+    def list(self, prefix: str) -> list[str]:
+        """Names (not keys) of the direct children of ``prefix``, sorted; [] when absent."""
+        base = self.path(prefix)
+        try:
+            entries = self.fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.uri(prefix)}: {exc}") from exc
+        names = sorted({posixpath.basename(str(e).rstrip("/")) for e in entries})
+        return [n for n in names if n and not n.startswith(".tmp-")]
+
+    def find(self, prefix: str) -> list[str]:
+        """Keys of every object below ``prefix`` (recursive), sorted."""
+        base = self.path(prefix)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        root = self.path("")
+        keys = []
+        for f in found:
+            rel = (
+                posixpath.relpath(str(f), root)
+                if self.protocol == "s3"
+                else os.path.relpath(f, root)
+            )
+            rel = rel.replace(os.sep, "/")
+            if not posixpath.basename(rel).startswith(".tmp-"):
+                keys.append(rel)
+        return sorted(keys)
+
+    def list_versions(self, prefix: str) -> list[str]:
+        """Version ids under ``prefix`` (e.g. snapshots, solution versions), oldest first.
+
+        Ids are built so that lexical order is time order (``20240105T000000``).
+        """
+        return self.list(prefix)
+
+    # -- bytes ----------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            with self.fs.open(self.path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{self.uri(key)} does not exist") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri(key)}: {exc}") from exc
+
+    @contextmanager
+    def open(self, key: str, mode: str = "rb") -> Iterator[IO[Any]]:
+        """Stream an object (read modes only: writes go through the whole-object methods)."""
+        if "r" not in mode:
+            raise ValueError("Storage.open is for reading; use write_bytes for writes")
+        try:
+            f = self.fs.open(self.path(key), mode)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{self.uri(key)} does not exist") from exc
+        with f:
+            yield f
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        """Write a whole object atomically; return its sha256."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path(key)
+        try:
+            if self.protocol == "file":
+                directory = os.path.dirname(path)
+                os.makedirs(directory, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                    raise
+            else:
+                self.fs.pipe_file(path, data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri(key)}: {exc}") from exc
+        return digest
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove everything below ``prefix`` (a rerun clearing its own run-stamped outputs)."""
+        path = self.path(prefix)
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self.uri(prefix)}: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        with suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(key))
+
+    # -- typed objects ---------------------------------------------------------------------
+    def read_text(self, key: str) -> str:
+        return self.read_bytes(key).decode("utf-8")
+
+    def write_text(self, key: str, text: str) -> str:
+        return self.write_bytes(key, text.encode("utf-8"))
+
+    def read_json(self, key: str) -> Any:
+        data = self.read_bytes(key)
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"{self.uri(key)} is not valid JSON: {exc}") from exc
+
+    def write_json(self, key: str, obj: Any) -> str:
+        return self.write_bytes(key, json_dumps(obj).encode("utf-8"))
+
+    def write_pointer(self, key: str, obj: Any) -> str:
+        """Write a pointer object. Call it last, after everything it points at is complete."""
+        return self.write_json(key, obj)
+
+    def read_parquet(self, key: str, columns: list[str] | None = None) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self.read_bytes(key)), columns=columns)
+
+    def write_parquet(self, key: str, df: pd.DataFrame) -> str:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False, engine="pyarrow", compression="zstd")
+        return self.write_bytes(key, buf.getvalue())
+
+    def write_tensors(
+        self, key: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+    ) -> str:
+        """Write numpy arrays as safetensors (no pickle: safe to load from anywhere)."""
+        from safetensors.numpy import save
+
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        return self.write_bytes(key, save(arrays, metadata=dict(metadata or {})))
+
+    def read_tensors(self, key: str) -> dict[str, np.ndarray]:
+        from safetensors.numpy import load
+
+        return load(self.read_bytes(key))
+
+
+def json_dumps(obj: Any) -> str:
+    """Stable JSON: sorted keys, indented, numpy scalars as plain numbers."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, pd.Timestamp):
+        return o.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def storage_options_from_connection(
+    login: str | None, password: str | None, extra: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """fsspec S3 options from an Airflow-style AWS connection's fields.
+
+    ``extra`` may hold ``endpoint_url`` (or ``host``), ``region_name``, ``aws_session_token``;
+    this keeps Airflow out of recsys while DAGs pass a connection's values in.
+    """
+    extra = dict(extra or {})
+    options: dict[str, Any] = {}
+    if login:
+        options["key"] = login
+    if password:
+        options["secret"] = password
+    if extra.get("aws_session_token"):
+        options["token"] = extra["aws_session_token"]
+    client_kwargs: dict[str, Any] = {}
+    endpoint = extra.get("endpoint_url") or extra.get("host")
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    if extra.get("region_name"):
+        client_kwargs["region_name"] = extra["region_name"]
+    if client_kwargs:
+        options["client_kwargs"] = client_kwargs
+    return options

@@ -1,0 +1,107 @@
+"""Solution versions: train a solution's recipe on a snapshot and store the artifact.
+
+``solutions/{solution}/versions/{version_id}/`` holds the model files, ``version.json`` (written
+last: the version is complete once it exists) and later ``metrics.json`` from evaluation.
+The version id is ``{logical date}-{digest of snapshot, solution config, mode, code version}``:
+a rerun with the same inputs finds the complete version and does not train again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from recsys import __version__
+from recsys.config import SolutionConfig
+from recsys.data.dataset import Dataset
+from recsys.errors import DataError, NotFoundError
+from recsys.ids import stamped_id, utcnow_iso
+from recsys.logs import get_logger
+from recsys.recipes import TrainingOptions, get_recipe
+from recsys.storage import Storage
+
+log = get_logger(__name__)
+TRAINING_MODES = ("FULL", "UPDATE")
+
+
+def versions_prefix(solution: str) -> str:
+    return f"solutions/{solution}/versions"
+
+
+def version_prefix(solution: str, version_id: str) -> str:
+    return f"{versions_prefix(solution)}/{version_id}"
+
+
+def read_version(storage: Storage, solution: str, version_id: str) -> dict[str, Any]:
+    key = f"{version_prefix(solution, version_id)}/version.json"
+    if not storage.exists(key):
+        raise NotFoundError(f"solution version {solution}/{version_id} not found (no {key})")
+    return storage.read_json(key)
+
+
+def list_versions(storage: Storage, solution: str) -> list[str]:
+    prefix = versions_prefix(solution)
+    return [
+        v for v in storage.list_versions(prefix) if storage.exists(f"{prefix}/{v}/version.json")
+    ]
+
+
+def load_training_data(storage: Storage, solution: SolutionConfig, snapshot_id: str) -> Dataset:
+    data = Dataset.load(storage, solution.dataset_group, snapshot_id)
+    return data.filter_events(solution.event_types, solution.event_value_threshold)
+
+
+def train_solution_version(
+    storage: Storage,
+    solution: SolutionConfig,
+    snapshot_id: str,
+    logical_date: str,
+    training_mode: str = "FULL",
+    options: TrainingOptions | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) the solution version for this snapshot and logical date."""
+    options = options or TrainingOptions()
+    training_mode = training_mode.upper()
+    if training_mode not in TRAINING_MODES:
+        raise DataError(f"trainingMode must be FULL or UPDATE, got {training_mode!r}")
+    recipe_cls = get_recipe(solution.recipe)
+    version_id = stamped_id(
+        logical_date, snapshot_id, solution.to_dict(), training_mode, options.seed, __version__
+    )
+    prefix = version_prefix(solution.name, version_id)
+    if storage.exists(f"{prefix}/version.json"):
+        log.info("solution version already complete: reusing it", version_id=version_id)
+        return storage.read_json(f"{prefix}/version.json")
+
+    data = load_training_data(storage, solution, snapshot_id)
+    recipe = recipe_cls(**solution.hyperparameters)
+    started = time.perf_counter()
+    recipe.fit(data, options)
+    seconds = time.perf_counter() - started
+    recipe.save(storage, prefix)
+    version = {
+        "version_id": version_id,
+        "solution": solution.name,
+        "solution_config": solution.to_dict(),
+        "recipe": solution.recipe,
+        "dataset_group": solution.dataset_group,
+        "snapshot_id": snapshot_id,
+        "training_mode": training_mode,
+        "logical_date": logical_date,
+        "seed": options.seed,
+        "training_interactions": int(len(data.interactions)),
+        "n_items": int(data.n_items),
+        "n_users": int(data.n_users),
+        "training_seconds": round(seconds, 3),
+        "created_at": utcnow_iso(),
+        "code_version": __version__,
+    }
+    storage.write_json(f"{prefix}/version.json", version)
+    log.info(
+        "trained solution version",
+        version_id=version_id,
+        recipe=solution.recipe,
+        interactions=version["training_interactions"],
+        seconds=version["training_seconds"],
+    )
+    return version
