@@ -104,7 +104,11 @@ class Storage:
         """Keys of every object below ``prefix`` (recursive), sorted."""
         base = self.path(prefix)
         try:
-            found = self.fs.find(base)
+            found = [
+                name
+                for name, info in self.fs.find(base, detail=True).items()
+                if info.get("type") != "directory"
+            ]
         except FileNotFoundError:
             return []
         root = self.path("")
@@ -120,12 +124,18 @@ class Storage:
                 keys.append(rel)
         return sorted(keys)
 
-    def list_versions(self, prefix: str) -> list[str]:
-        """Version ids under ``prefix`` (e.g. snapshots, solution versions), oldest first.
+    def list_versions(self, prefix: str, marker: str | None = None) -> list[str]:
+        """Version ids under ``prefix`` (snapshots, solution versions, batches), oldest first.
 
-        Ids are built so that lexical order is time order (``20240105T000000``).
+        Ids are built so that lexical order is time order (``20240105T000000-...``). With
+        ``marker``, only versions holding that object (the one written last, e.g.
+        ``manifest.json``) count: incomplete versions, and the empty "folders" some S3 servers
+        keep after a delete, are left out.
         """
-        return self.list(prefix)
+        names = self.list(prefix)
+        if marker is None:
+            return names
+        return [n for n in names if self.exists(f"{prefix}/{n}/{marker}")]
 
     # -- bytes ----------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:

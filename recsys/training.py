@@ -40,10 +40,7 @@ def read_version(storage: Storage, solution: str, version_id: str) -> dict[str, 
 
 
 def list_versions(storage: Storage, solution: str) -> list[str]:
-    prefix = versions_prefix(solution)
-    return [
-        v for v in storage.list_versions(prefix) if storage.exists(f"{prefix}/{v}/version.json")
-    ]
+    return storage.list_versions(versions_prefix(solution), marker="version.json")
 
 
 def load_training_data(storage: Storage, solution: SolutionConfig, snapshot_id: str) -> Dataset:

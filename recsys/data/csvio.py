@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -69,20 +70,25 @@ def parse_csv(data: bytes, schema: Schema, file: str) -> pd.DataFrame:
                 column=req,
             )
     try:
-        raw = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skipinitialspace=False,
-        )
-    except pd.errors.ParserError as exc:
-        raise DataError(f"malformed CSV: {exc}", file=file) from exc
+        with warnings.catch_warnings():
+            # pandas only warns (and drops data) when the first record has extra fields.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            raw = pd.read_csv(
+                io.StringIO(text),
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                index_col=False,
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+        raise _field_count_error(text, len(header), file) or DataError(
+            f"malformed CSV: {exc}", file=file
+        ) from exc
     raw.columns = [by_upper.get(c.strip().upper(), c.strip()) for c in raw.columns]
     out: dict[str, pd.Series] = {}
     for field in schema.fields:
         if field.name not in raw.columns:
-            out[field.name] = pd.Series(pd.NA, index=raw.index, dtype=_dtype(field))
+            out[field.name] = pd.Series(index=raw.index, dtype=_dtype(field))
             continue
         col = raw[field.name]
         missing = col.isna() | (col.str.strip() == "")
@@ -109,6 +115,20 @@ def parse_csv(data: bytes, schema: Schema, file: str) -> pd.DataFrame:
                 column="TIMESTAMP",
             )
     return frame
+
+
+def _field_count_error(text: str, n_fields: int, file: str) -> DataError | None:
+    """Locate the first record whose field count differs from the header's (error path only)."""
+    reader = csv.reader(io.StringIO(text))
+    next(reader, None)
+    for record in reader:
+        if record and len(record) != n_fields:
+            return DataError(
+                f"malformed CSV: {len(record)} fields where the header has {n_fields}",
+                file=file,
+                row=reader.line_num,
+            )
+    return None
 
 
 def _dtype(field) -> str:

@@ -90,12 +90,7 @@ def visible_landing_files(
 
 def list_snapshots(storage: Storage, dataset_group: str) -> list[str]:
     """Ids of complete snapshots (with a manifest), oldest first."""
-    prefix = snapshots_prefix(dataset_group)
-    return [
-        sid
-        for sid in storage.list_versions(prefix)
-        if storage.exists(f"{prefix}/{sid}/manifest.json")
-    ]
+    return storage.list_versions(snapshots_prefix(dataset_group), marker="manifest.json")
 
 
 def read_manifest(storage: Storage, dataset_group: str, snapshot_id: str) -> dict[str, Any]:
