@@ -7,6 +7,7 @@ imports nothing heavy at module level.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Any
 
 CAMPAIGN = os.environ.get("RECSYS_CAMPAIGN", "movielens")
@@ -45,3 +46,17 @@ def as_of(context: dict[str, Any]) -> str:
     if logical is None:
         logical = context["dag_run"].run_after
     return logical.isoformat()
+
+
+@contextmanager
+def no_retry_on_bad_input():
+    """Bad input, a failed validation or a bad config will not fix itself on retry: fail the
+    task at once (AirflowFailException) and keep retries for transient trouble (storage)."""
+    from recsys.errors import ArtifactError, ConfigError, DataError
+
+    try:
+        yield
+    except (DataError, ConfigError, ArtifactError) as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from _recsys_airflow import CAMPAIGN, as_of, storage
+from _recsys_airflow import CAMPAIGN, as_of, no_retry_on_bad_input, storage
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
@@ -87,10 +87,11 @@ def recsys_nightly():
 
         ctx = get_current_context()
         params = ctx["params"]
-        solution = SolutionConfig.load(CampaignConfig.load(params["campaign"]).solution)
-        return pipeline.import_datasets(
-            solution.dataset_group, as_of(ctx), params["import_mode"], storage(params)
-        )
+        with no_retry_on_bad_input():
+            solution = SolutionConfig.load(CampaignConfig.load(params["campaign"]).solution)
+            return pipeline.import_datasets(
+                solution.dataset_group, as_of(ctx), params["import_mode"], storage(params)
+            )
 
     @task
     def validate_snapshot(imported: dict) -> dict:
@@ -98,10 +99,11 @@ def recsys_nightly():
         from recsys.config import CampaignConfig
 
         params = get_current_context()["params"]
-        solution = CampaignConfig.load(params["campaign"]).solution
-        return pipeline.validate(
-            imported["dataset_group"], imported["snapshot_id"], solution, storage(params)
-        )
+        with no_retry_on_bad_input():
+            solution = CampaignConfig.load(params["campaign"]).solution
+            return pipeline.validate(
+                imported["dataset_group"], imported["snapshot_id"], solution, storage(params)
+            )
 
     @task
     def train_solution_version(validated: dict) -> dict:
@@ -111,21 +113,23 @@ def recsys_nightly():
         ctx = get_current_context()
         params = ctx["params"]
         overrides = {"recipe": params["recipe"], "hyperparameters": params["hyperparameters"]}
-        return pipeline.train(
-            CampaignConfig.load(params["campaign"]).solution,
-            validated["snapshot_id"],
-            as_of(ctx),
-            params["training_mode"],
-            overrides,
-            storage=storage(params),
-        )
+        with no_retry_on_bad_input():
+            return pipeline.train(
+                CampaignConfig.load(params["campaign"]).solution,
+                validated["snapshot_id"],
+                as_of(ctx),
+                params["training_mode"],
+                overrides,
+                storage=storage(params),
+            )
 
     @task
     def evaluate_solution_version(version: dict) -> dict:
         from recsys import pipeline
 
         params = get_current_context()["params"]
-        return pipeline.evaluate(version["solution"], version["version_id"], storage(params))
+        with no_retry_on_bad_input():
+            return pipeline.evaluate(version["solution"], version["version_id"], storage(params))
 
     @task
     def deploy_campaign(version: dict, evaluated: dict) -> dict:
@@ -135,13 +139,14 @@ def recsys_nightly():
         params = ctx["params"]
         if params["deploy"] == "skip":
             return {"campaign": params["campaign"], "deployed": False, "reason": "skip param"}
-        return pipeline.deploy_campaign(
-            params["campaign"],
-            version["version_id"],
-            as_of(ctx),
-            force=params["deploy"] == "force",
-            storage=storage(params),
-        )
+        with no_retry_on_bad_input():
+            return pipeline.deploy_campaign(
+                params["campaign"],
+                version["version_id"],
+                as_of(ctx),
+                force=params["deploy"] == "force",
+                storage=storage(params),
+            )
 
     @task(outlets=[BATCH_ASSET])
     def batch_recommendations(version: dict, deployed: dict) -> dict:
@@ -151,7 +156,10 @@ def recsys_nightly():
         params = ctx["params"]
         # A backfill serves its own day's version; a skipped deploy serves what is live.
         version_id = None if params["deploy"] == "skip" else version["version_id"]
-        return pipeline.batch(params["campaign"], as_of(ctx), version_id, storage=storage(params))
+        with no_retry_on_bad_input():
+            return pipeline.batch(
+                params["campaign"], as_of(ctx), version_id, storage=storage(params)
+            )
 
     imported = import_datasets()
     validated = validate_snapshot(imported)

@@ -27,7 +27,9 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
     if storage.exists(f"{sprefix}/items.parquet"):
         items = storage.read_parquet(f"{sprefix}/items.parquet")
         if "TITLE" in items.columns:
-            titles = dict(zip(items["ITEM_ID"].astype(str), items["TITLE"].astype(str), strict=True))
+            titles = dict(
+                zip(items["ITEM_ID"].astype(str), items["TITLE"].astype(str), strict=True)
+            )
 
     out = [f"campaign {campaign}: live version {live['version_id']} ({version['recipe']})", ""]
     out.append("Outputs")

@@ -86,8 +86,9 @@ def test_backfill_does_not_replace_newer_live_version(local_storage, landed):
     assert old["version"]["version_id"] != new["version"]["version_id"]
     assert old["deploy"]["deployed"] is False
     assert old["deploy"]["reason"] == "live version is newer"
-    assert campaign_state(local_storage, CAMPAIGN)["live"]["version_id"] == (
-        new["version"]["version_id"]
+    assert (
+        campaign_state(local_storage, CAMPAIGN)["live"]["version_id"]
+        == (new["version"]["version_id"])
     )
     # the backfill wrote its own batch, but latest still points at the newer one
     assert local_storage.exists(f"batch/{CAMPAIGN}/{old['batch']['batch_id']}/_SUCCESS")
@@ -126,8 +127,9 @@ def test_interrupted_batch_is_redone_and_latest_only_then_moves(local_storage, l
     date = after(landed)
     out = pipeline.run_nightly(CAMPAIGN, f"{landed}T00:00:00+00:00", storage=local_storage)
     latest = local_storage.read_bytes(latest_key(CAMPAIGN))
-    ver = pipeline.train("synthetic-popularity", out["import"]["snapshot_id"], date,
-                         storage=local_storage)
+    ver = pipeline.train(
+        "synthetic-popularity", out["import"]["snapshot_id"], date, storage=local_storage
+    )
 
     def crash(*args, **kwargs):
         raise RuntimeError("killed between parts and manifest")

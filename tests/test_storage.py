@@ -98,7 +98,11 @@ def test_local_write_failure_keeps_previous_object(local_storage, monkeypatch):
 def test_wrong_credentials_are_refused(s3_server):
     bad = Storage(
         "s3://recsys-test/x",
-        {"key": "nobody", "secret": "wrong", "client_kwargs": {"endpoint_url": s3_server["endpoint"]}},
+        {
+            "key": "nobody",
+            "secret": "wrong",
+            "client_kwargs": {"endpoint_url": s3_server["endpoint"]},
+        },
     )
     with pytest.raises((StorageError, PermissionError, OSError)):
         bad.write_bytes("k", b"1")

@@ -20,8 +20,11 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     val = np.full((n_rows, k), np.nan, dtype=np.float32)
     if kk == 0:
         return idx, val
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+    # Non-finite scores (nan, ±inf) are never returned: rank them last so they cannot take a
+    # slot from a finite score nor turn the threshold into nan.
+    neg = np.where(np.isfinite(scores), -scores, np.inf)
+    part = np.argpartition(neg, kk - 1, axis=1)[:, :kk]
+    kth = -np.take_along_axis(neg, part, axis=1).max(axis=1)
     for r in range(n_rows):
         row = scores[r]
         cand = np.flatnonzero((row >= kth[r]) & np.isfinite(row))

@@ -49,7 +49,10 @@ def test_drops_are_visible_once_their_day_has_ended(local_storage):
 
 def test_full_import_writes_snapshot_with_manifest(local_storage, group):
     k1 = write_drop(
-        local_storage, "synthetic", "interactions", "2024-01-01",
+        local_storage,
+        "synthetic",
+        "interactions",
+        "2024-01-01",
         rows(("u1", "i1", DAY1 + 10, "click"), ("u1", "i2", DAY1 + 5, "click")),
     )
     write_drop(local_storage, "synthetic", "items", "2024-01-01", "ITEM_ID,PRICE\ni1,2.5\ni2,3\n")
@@ -67,7 +70,10 @@ def test_full_import_writes_snapshot_with_manifest(local_storage, group):
 
 def test_identical_interactions_kept_once_and_items_upserted(local_storage, group):
     write_drop(
-        local_storage, "synthetic", "interactions", "2024-01-01",
+        local_storage,
+        "synthetic",
+        "interactions",
+        "2024-01-01",
         rows(("u1", "i1", DAY1, "click"), ("u1", "i1", DAY1, "click"), ("u2", "i1", DAY1, "click")),
     )
     write_drop(local_storage, "synthetic", "items", "2024-01-01", "ITEM_ID,PRICE\ni1,1\ni2,2\n")
@@ -80,13 +86,19 @@ def test_identical_interactions_kept_once_and_items_upserted(local_storage, grou
 
 
 def test_incremental_builds_on_last_validated_snapshot(local_storage, group):
-    write_drop(local_storage, "synthetic", "interactions", "2024-01-01",
-               rows(("u1", "i1", DAY1, "click")))
+    write_drop(
+        local_storage, "synthetic", "interactions", "2024-01-01", rows(("u1", "i1", DAY1, "click"))
+    )
     write_drop(local_storage, "synthetic", "items", "2024-01-01", "ITEM_ID,PRICE\ni1,1\n")
     first = run_import(local_storage, group, "2024-01-02", "FULL")
     mark_valid(local_storage, first)
-    write_drop(local_storage, "synthetic", "interactions", "2024-01-02",
-               rows(("u1", "i1", DAY1, "click"), ("u2", "i3", DAY1 + 86400, "click")))
+    write_drop(
+        local_storage,
+        "synthetic",
+        "interactions",
+        "2024-01-02",
+        rows(("u1", "i1", DAY1, "click"), ("u2", "i3", DAY1 + 86400, "click")),
+    )
     write_drop(local_storage, "synthetic", "items", "2024-01-02", "ITEM_ID,PRICE\ni1,5\ni3,7\n")
     second = run_import(local_storage, group, "2024-01-03", "INCREMENTAL")
     assert second["mode"] == "INCREMENTAL"
@@ -105,15 +117,17 @@ def test_incremental_builds_on_last_validated_snapshot(local_storage, group):
 
 
 def test_incremental_without_base_falls_back_to_full(local_storage, group):
-    write_drop(local_storage, "synthetic", "interactions", "2024-01-01",
-               rows(("u1", "i1", DAY1, "click")))
+    write_drop(
+        local_storage, "synthetic", "interactions", "2024-01-01", rows(("u1", "i1", DAY1, "click"))
+    )
     manifest = run_import(local_storage, group, "2024-01-02", "INCREMENTAL")
     assert manifest["mode"] == "FULL" and manifest["base_snapshot"] is None
 
 
 def test_rerun_same_date_reuses_snapshot(local_storage, group):
-    write_drop(local_storage, "synthetic", "interactions", "2024-01-01",
-               rows(("u1", "i1", DAY1, "click")))
+    write_drop(
+        local_storage, "synthetic", "interactions", "2024-01-01", rows(("u1", "i1", DAY1, "click"))
+    )
     a = run_import(local_storage, group, "2024-01-02", "FULL")
     b = run_import(local_storage, group, "2024-01-02T00:00:00+00:00", "FULL")
     assert a == b
@@ -121,12 +135,18 @@ def test_rerun_same_date_reuses_snapshot(local_storage, group):
 
 
 def test_bad_file_fails_and_leaves_previous_snapshot(local_storage, group):
-    write_drop(local_storage, "synthetic", "interactions", "2024-01-01",
-               rows(("u1", "i1", DAY1, "click")))
+    write_drop(
+        local_storage, "synthetic", "interactions", "2024-01-01", rows(("u1", "i1", DAY1, "click"))
+    )
     good = run_import(local_storage, group, "2024-01-02", "FULL")
     before = sorted(local_storage.find("datasets"))
-    bad_key = write_drop(local_storage, "synthetic", "interactions", "2024-01-02",
-                         HEADER + "u1,i1,notatime,click,1\n")
+    bad_key = write_drop(
+        local_storage,
+        "synthetic",
+        "interactions",
+        "2024-01-02",
+        HEADER + "u1,i1,notatime,click,1\n",
+    )
     with pytest.raises(DataError) as err:
         run_import(local_storage, group, "2024-01-03", "FULL")
     assert bad_key in str(err.value) and "row 2" in str(err.value)

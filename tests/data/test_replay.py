@@ -24,9 +24,7 @@ def test_replay_layout_and_cutoff(local_storage, synthetic_data):
     drop_days = sorted(date.fromisoformat(k.split("dt=")[1][:10]) for k in keys)
     assert drop_days[-1] <= until
     assert len(drop_days) <= 6  # initial history drop + at most 5 daily drops
-    landed = pd.concat(
-        [pd.read_csv(local_storage.path(k)) for k in keys], ignore_index=True
-    )
+    landed = pd.concat([pd.read_csv(local_storage.path(k)) for k in keys], ignore_index=True)
     expected = inter[[_day(t) <= until for t in inter["TIMESTAMP"]]]
     assert len(landed) == len(expected) == summary["interactions"]
     assert max(_day(t) for t in landed["TIMESTAMP"]) <= until

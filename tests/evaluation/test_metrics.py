@@ -69,9 +69,7 @@ def test_three_users_hits_beyond_five_change_only_deeper_metrics():
     # User C: hits at ranks 3 and 4; truth has 4 items.
     rec_c = [30, 31, 32, 33]
     truth_c = np.array([32, 33, 34, 35])
-    m = evaluate_recommendations(
-        recs(rec_a, rec_b, rec_c), [truth_a, truth_b, truth_c], n_items=40
-    )
+    m = evaluate_recommendations(recs(rec_a, rec_b, rec_c), [truth_a, truth_b, truth_c], n_items=40)
 
     assert m["precision_at_5"] == pytest.approx((0 + 1 / 5 + 2 / 5) / 3)
     assert m["precision_at_10"] == pytest.approx((1 / 10 + 1 / 10 + 2 / 10) / 3)

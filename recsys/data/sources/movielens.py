@@ -123,8 +123,10 @@ def _load_latest(directory: Path) -> PersonalizeData:
     movies = _read_quoted_csv(directory / "movies.csv", ("movieId", "title", "genres"))
     items = _items(movies["movieId"], movies["title"], movies["genres"])
     tags_path = directory / "tags.csv"
-    tags = _tags_text(tags_path) if tags_path.is_file() else pd.Series(dtype="str")
-    items["TAGS"] = items["ITEM_ID"].map(tags).fillna("").astype("str")
+    items["TAGS"] = pd.Series("", index=items.index, dtype="str")
+    if tags_path.is_file():
+        tags = items["ITEM_ID"].map(_tags_text(tags_path))
+        items["TAGS"] = tags.where(tags.notna(), "").astype("str")
     return PersonalizeData(interactions=interactions, items=items, users=None)
 
 
@@ -426,7 +428,8 @@ def _open_lines(path: Path, encoding: str, text: str | None) -> TextIO:
 def _first_bad_line(chunk: list[str], kinds: dict[str, str], sep: str) -> tuple | None:
     """(offset in chunk, column or None, message) of the first bad line in ``chunk``, if any."""
     lines = pd.Series(chunk, dtype=object).str.rstrip("\r\n")
-    blank = lines == ""  # pandas skips blank lines, so they are never errors
+    # pandas skips blank (or whitespace-only) lines, so they are never errors.
+    blank = lines.str.strip(" \t".replace(sep, "")) == ""
     parts = lines.str.split(sep, regex=False)
     counts = parts.str.len()
     n = len(kinds)

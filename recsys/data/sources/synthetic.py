@@ -156,7 +156,7 @@ def _pick_member(rng: np.random.Generator, sets: np.ndarray) -> np.ndarray:
 
 
 def _titles(rng: np.random.Generator, item_genres: np.ndarray) -> list[str]:
-    """"Adjective Theme Noun" titles, the theme word from the item's first genre."""
+    """Titles of the form "Adjective Theme Noun"; the theme word comes from the first genre."""
     first_genre = item_genres.argmax(axis=1)
     adjectives = rng.choice(_ADJECTIVES, size=len(item_genres))
     nouns = rng.choice(_NOUNS, size=len(item_genres))
