@@ -1,0 +1,128 @@
+"""Nightly pipeline benchmark: wall time of each stage and the metrics, on a MovieLens directory.
+
+    python -m benchmarks.pipeline --data-dir data/ml-latest-small [--storage DIR] [--record]
+
+Replays the data set as landing drops into a fresh storage root (a temp dir unless --storage),
+runs import → validate → train → evaluate → deploy → batch in-process (no Airflow: its own
+overhead is measured separately by the DAG runs), prints a Markdown table and, with --record,
+appends it with the command and machine to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from recsys import pipeline
+from recsys.data.sources.movielens import load_movielens
+from recsys.data.sources.replay import replay
+from recsys.storage import Storage
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run(data_dir: str, storage_url: str | None) -> tuple[list[tuple[str, float, str]], dict]:
+    root = storage_url or tempfile.mkdtemp(prefix="recsys-bench-")
+    storage = Storage(root)
+    t0 = time.perf_counter()
+    data = load_movielens(data_dir)
+    load_s = time.perf_counter() - t0
+    last = pd.to_datetime(data.interactions["TIMESTAMP"].max(), unit="s", utc=True).date()
+    date = f"{last + timedelta(days=1)}T00:00:00+00:00"
+    rows: list[tuple[str, float, str]] = [("load MovieLens files", load_s, "")]
+
+    def stage(name: str, fn, detail=lambda r: ""):
+        t = time.perf_counter()
+        result = fn()
+        rows.append((name, time.perf_counter() - t, detail(result)))
+        return result
+
+    stage(
+        "replay into landing/",
+        lambda: replay(storage, data, "movielens", last),
+        lambda r: f"{sum(r['files'].values())} files",
+    )
+    imp = stage(
+        "import (FULL)",
+        lambda: pipeline.import_datasets("movielens", date, storage=storage),
+        lambda r: f"{r['rows']['interactions']:,} interactions",
+    )
+    stage(
+        "validate",
+        lambda: pipeline.validate("movielens", imp["snapshot_id"], "movielens-popularity", storage),
+    )
+    ver = stage(
+        "train popularity-count",
+        lambda: pipeline.train("movielens-popularity", imp["snapshot_id"], date, storage=storage),
+    )
+    ev = stage(
+        "evaluate (Personalize split)",
+        lambda: pipeline.evaluate("movielens-popularity", ver["version_id"], storage),
+    )
+    stage(
+        "deploy",
+        lambda: pipeline.deploy_campaign("movielens", ver["version_id"], date, storage=storage),
+    )
+    stage(
+        "batch (all users, top 25)",
+        lambda: pipeline.batch("movielens", date, ver["version_id"], storage=storage),
+        lambda r: f"{r['users']:,} users",
+    )
+    return rows, ev["metrics"]
+
+
+def table(rows, metrics, data_dir: str) -> str:
+    total = sum(s for name, s, _ in rows if not name.startswith("load"))
+    out = [f"Data: `{data_dir}`", "", "| stage | seconds | share | notes |", "|---|---|---|---|"]
+    for name, s, note in rows:
+        share = "" if name.startswith("load") else f"{100 * s / total:.0f}%"
+        out.append(f"| {name} | {s:.3f} | {share} | {note} |")
+    out.append(f"| **pipeline total** (replay → batch) | **{total:.3f}** | | |")
+    out += ["", "| metric (popularity-count) | value |", "|---|---|"]
+    out += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=str(REPO / "data" / "ml-latest-small"))
+    parser.add_argument("--storage", help="storage root (default: a new temp dir)")
+    parser.add_argument("--record", action="store_true", help="append to docs/BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RECSYS_PROGRESS", "0")
+    rows, metrics = run(args.data_dir, args.storage)
+    text = table(rows, metrics, args.data_dir)
+    print(text)
+    if args.record:
+        cmd = "python -m benchmarks.pipeline " + " ".join(sys.argv[1:])
+        stamp = time.strftime("%Y-%m-%d", time.gmtime())
+        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
+            f.write(
+                f"\n### Nightly pipeline, {stamp}\n\nCommand: `{cmd}`  \n"
+                f"Machine: {machine()}\n\n{text}\n"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
