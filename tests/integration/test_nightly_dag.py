@@ -49,6 +49,7 @@ def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         RECSYS_CONFIG_DIR=str(REPO / "configs"),
         RECSYS_PROGRESS="0",
+        PYTHONPATH=str(REPO),  # this checkout's recsys, whatever the venv's editable install
         **extra,
     )
     return env
