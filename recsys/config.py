@@ -117,10 +117,13 @@ class SolutionConfig:
 
 def _merge_overrides(cfg: SolutionConfig, overrides: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "recipe" in overrides and overrides["recipe"]:
-        out["recipe"] = overrides["recipe"]
-    hp = overrides.get("hyperparameters")
-    if hp:
+    hp = overrides.get("hyperparameters") or {}
+    recipe = overrides.get("recipe")
+    if recipe and recipe != cfg.recipe:
+        # Another recipe: the solution's hyperparameters belong to its own recipe.
+        out["recipe"] = recipe
+        out["hyperparameters"] = dict(hp)
+    elif hp:
         out["hyperparameters"] = {**cfg.hyperparameters, **hp}
     return out
 

@@ -9,6 +9,7 @@ a rerun with the same inputs finds the complete version and does not train again
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from recsys import __version__
@@ -17,7 +18,7 @@ from recsys.data.dataset import Dataset
 from recsys.errors import DataError, NotFoundError
 from recsys.ids import stamped_id, utcnow_iso
 from recsys.logs import get_logger
-from recsys.recipes import TrainingOptions, get_recipe
+from recsys.recipes import TrainingOptions, get_recipe, load_model
 from recsys.storage import Storage
 
 log = get_logger(__name__)
@@ -41,6 +42,12 @@ def read_version(storage: Storage, solution: str, version_id: str) -> dict[str, 
 
 def list_versions(storage: Storage, solution: str) -> list[str]:
     return storage.list_versions(versions_prefix(solution), marker="version.json")
+
+
+def previous_version(storage: Storage, solution: str, before: str) -> str | None:
+    """The newest complete version of ``solution`` older than ``before`` (by date stamp)."""
+    older = [v for v in list_versions(storage, solution) if v[:15] < before[:15]]
+    return older[-1] if older else None
 
 
 def load_training_data(storage: Storage, solution: SolutionConfig, snapshot_id: str) -> Dataset:
@@ -72,6 +79,14 @@ def train_solution_version(
 
     data = load_training_data(storage, solution, snapshot_id)
     recipe = recipe_cls(**solution.hyperparameters)
+    warm_from = None
+    if training_mode == "UPDATE":
+        warm_from = previous_version(storage, solution.name, before=version_id)
+        if warm_from is None:
+            log.warning("UPDATE without an earlier version: training from scratch")
+        else:
+            previous, _ = load_model(storage, version_prefix(solution.name, warm_from))
+            options = replace(options, previous=previous)
     started = time.perf_counter()
     recipe.fit(data, options)
     seconds = time.perf_counter() - started
@@ -84,6 +99,7 @@ def train_solution_version(
         "dataset_group": solution.dataset_group,
         "snapshot_id": snapshot_id,
         "training_mode": training_mode,
+        "warm_started_from": warm_from,
         "logical_date": logical_date,
         "seed": options.seed,
         "training_interactions": int(len(data.interactions)),

@@ -10,6 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.data.imports import load_snapshot_frames
+from recsys.errors import ConfigError
+from recsys.schema import DatasetGroup, Schema
 from recsys.storage import Storage
 
 
@@ -26,15 +28,22 @@ class Dataset:
     items: pd.DataFrame | None = None
     users: pd.DataFrame | None = None
     snapshot_id: str | None = None
+    #: The items schema (which fields are categorical/textual/numeric), when known.
+    item_schema: Schema | None = None
 
     @classmethod
     def load(cls, storage: Storage, dataset_group: str, snapshot_id: str) -> Dataset:
         frames = load_snapshot_frames(storage, dataset_group, snapshot_id)
+        try:
+            item_schema = DatasetGroup.load(dataset_group).schemas.get("items")
+        except ConfigError:
+            item_schema = None
         return cls(
             interactions=frames["interactions"],
             items=frames.get("items"),
             users=frames.get("users"),
             snapshot_id=snapshot_id,
+            item_schema=item_schema,
         )
 
     def __post_init__(self) -> None:
@@ -109,7 +118,9 @@ class Dataset:
 
     def subset(self, mask: np.ndarray) -> Dataset:
         """Same catalogue and users, only the interactions where ``mask`` is true."""
-        out = Dataset(self.interactions[mask], self.items, self.users, self.snapshot_id)
+        out = Dataset(
+            self.interactions[mask], self.items, self.users, self.snapshot_id, self.item_schema
+        )
         out.__dict__["item_ids"] = self.item_ids
         out.__dict__["user_ids"] = self.user_ids
         return out

@@ -3,8 +3,12 @@
 from recsys.errors import ConfigError
 from recsys.recipes.base import FORMAT_VERSION, Recipe, TrainingOptions, load_model
 from recsys.recipes.popularity import PopularityCount
+from recsys.recipes.sims import Sims
+from recsys.recipes.user_personalization import PersonalizedRanking, UserPersonalization
 
-RECIPES: dict[str, type[Recipe]] = {PopularityCount.name: PopularityCount}
+RECIPES: dict[str, type[Recipe]] = {
+    r.name: r for r in (PopularityCount, Sims, UserPersonalization, PersonalizedRanking)
+}
 
 
 def get_recipe(name: str) -> type[Recipe]:
@@ -19,7 +23,10 @@ def get_recipe(name: str) -> type[Recipe]:
 __all__ = [
     "FORMAT_VERSION",
     "RECIPES",
+    "PersonalizedRanking",
     "PopularityCount",
+    "Sims",
+    "UserPersonalization",
     "Recipe",
     "TrainingOptions",
     "get_recipe",

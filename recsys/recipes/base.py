@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +31,13 @@ class TrainingOptions:
 
     seed: int = 42
     device: str = "cpu"
+    #: Stop training after this many seconds (iterative recipes; None = no limit).
+    time_budget_s: float | None = None
+    #: Called after every epoch as ``on_epoch(recipe, epoch, elapsed_s)`` (benchmarks use it
+    #: to measure quality against training time); iterative recipes only.
+    on_epoch: Callable[[Recipe, int, float], None] | None = None
+    #: Warm start (trainingMode UPDATE): the previous solution version's model, if any.
+    previous: Recipe | None = None
 
 
 class Recipe(ABC):
@@ -72,6 +79,14 @@ class Recipe(ABC):
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
         """Restore learned parameters saved by :meth:`tensors`."""
 
+    def state_config(self) -> dict[str, Any]:
+        """JSON-serialisable learned state that is not a tensor (vocabularies, shapes)."""
+        return {}
+
+    def load_state(self, tensors: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        """Restore from :meth:`tensors` and :meth:`state_config`; default ignores ``state``."""
+        self.load_tensors(tensors)
+
     # -- artifacts -------------------------------------------------------------------------
     def save(self, storage: Storage, prefix: str, extra: dict[str, Any] | None = None) -> dict:
         """Write the artifact under ``prefix``; ``model.json`` last. Returns model.json."""
@@ -94,6 +109,7 @@ class Recipe(ABC):
             "hyperparameters": self.hyperparameters,
             "n_items": int(len(self.item_ids)),
             "n_users": int(len(self.user_ids)),
+            "state": self.state_config(),
             "files": files,
             **(extra or {}),
         }
@@ -130,5 +146,5 @@ def load_model(storage: Storage, prefix: str) -> tuple[Recipe, dict[str, Any]]:
     recipe.user_ids = pd.read_parquet(io.BytesIO(blobs["users.parquet"]))["USER_ID"].to_numpy(
         dtype=object
     )
-    recipe.load_tensors(load(blobs["model.safetensors"]))
+    recipe.load_state(load(blobs["model.safetensors"]), model_json.get("state") or {})
     return recipe, model_json

@@ -55,9 +55,28 @@ def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def dags_test(home: Path, date: str, **env: str) -> tuple[bool, str]:
+# Keep the DAG runs short: a tiny user-personalization (the default recipe), two epochs.
+TINY_UP = {
+    "hyperparameters": {
+        "epochs": 2,
+        "hidden_dimension": 16,
+        "bptt": 20,
+        "max_training_minutes": 0.5,
+    }
+}
+
+
+def dags_test(home: Path, date: str, conf: dict | None = None, **env: str) -> tuple[bool, str]:
     proc = subprocess.run(
-        [str(BIN / "airflow"), "dags", "test", "recsys_nightly", date],
+        [
+            str(BIN / "airflow"),
+            "dags",
+            "test",
+            "recsys_nightly",
+            date,
+            "-c",
+            json.dumps(conf if conf is not None else TINY_UP),
+        ],
         env=_airflow_env(home, **env),
         capture_output=True,
         text=True,
@@ -75,7 +94,7 @@ def check_outputs(storage: Storage, data) -> dict:
     manifest = storage.read_json(f"{snap}/manifest.json")
     assert manifest["datasets"]["interactions"]["rows"] == len(data.interactions)
     assert storage.read_json(f"{snap}/validation.json")["passed"]
-    version = f"solutions/movielens-popularity/versions/{live['version_id']}"
+    version = f"solutions/{campaign['solution']}/versions/{live['version_id']}"
     assert storage.read_json(f"{version}/version.json")["snapshot_id"] == live["snapshot_id"]
     metrics = storage.read_json(f"{version}/metrics.json")["metrics"]
     assert 0 < metrics["precision_at_10"] < 1
@@ -101,6 +120,10 @@ def test_nightly_dag_on_local_storage(airflow_home, movielens, tmp_path):
     ok, out = dags_test(airflow_home, DATE, RECSYS_STORAGE_URL=str(store))
     assert ok, out[-4000:]
     first = check_outputs(storage, movielens)
+    version = storage.read_json(
+        f"solutions/movielens-up/versions/{first['campaign']['live']['version_id']}/version.json"
+    )
+    assert version["recipe"] == "user-personalization"
 
     # A rerun of the same logical date writes the same paths and no duplicates.
     ok, out = dags_test(airflow_home, DATE, RECSYS_STORAGE_URL=str(store))
@@ -145,12 +168,17 @@ def test_nightly_dag_on_s3_with_airflow_connection(airflow_home, movielens, s3_s
     ok, out = dags_test(
         airflow_home,
         DATE,
+        {"recipe": "popularity-count"},
         RECSYS_STORAGE_URL=url,
         RECSYS_STORAGE_CONN_ID="recsys_s3",
         AIRFLOW_CONN_RECSYS_S3=json.dumps(conn),
     )
     assert ok, out[-4000:]
-    check_outputs(storage, movielens)
+    live = check_outputs(storage, movielens)["campaign"]["live"]
+    version = storage.read_json(
+        f"solutions/movielens-up/versions/{live['version_id']}/version.json"
+    )
+    assert version["recipe"] == "popularity-count"  # the DAG param overrode the recipe
     assert s3_server["secret"] not in out  # credentials never reach the logs
     # the objects are really in the bucket, seen through plain boto3
     listed = s3_server["client"].list_objects_v2(Bucket="recsys-test", Prefix="e2e-dag/campaigns/")

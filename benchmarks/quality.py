@@ -1,0 +1,218 @@
+"""Quality benchmark: leave-one-out (research protocol) on any MovieLens-format directory.
+
+    python -m benchmarks.quality --data-dir data/ml-latest-small [--models ...] [--record]
+
+Compares in one run popularity-count, sims, user-personalization and an outside baseline a
+user might pick instead (EASE, closed form, λ tuned on the validation item), with training time
+per model and, for user-personalization, test NDCG@10 against training time (--checkpoints).
+Hyperparameters of the recipes come from --hp (JSON) over the recipe defaults tuned here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from benchmarks.pipeline import machine
+from recsys.data.dataset import Dataset
+from recsys.data.sources.movielens import load_movielens
+from recsys.evaluation.loo import five_core, leave_one_out, rank_metrics
+from recsys.recipes import TrainingOptions, get_recipe
+from recsys.schema import DatasetGroup
+
+REPO = Path(__file__).resolve().parent.parent
+# The configuration we ship for MovieLens-like data (configs/solutions/movielens-up.yaml).
+UP_DEFAULTS = {
+    "hidden_dimension": 64,
+    "bptt": 200,
+    "recency_mask": False,
+    "num_layers": 2,
+    "dropout": 0.2,
+    "batch_size": 128,
+    "learning_rate": 1e-3,
+    "max_user_history_length_percentile": 1.0,
+    "patience": 10,
+    "epochs": 400,
+}
+
+
+def evaluate(score_fn, split, histories, targets, users) -> dict[str, float]:
+    acc: dict[str, list] = {}
+    for b in range(0, len(users), 512):
+        u = users[b : b + 512]
+        hist = [histories[x] for x in u]
+        m = rank_metrics(score_fn(u, hist), targets[b : b + 512], hist)
+        for k, v in m.items():
+            acc.setdefault(k, []).append(v)
+    return {k: float(np.concatenate(v).mean()) for k, v in acc.items()}
+
+
+def ease_fit(train: Dataset, lam: float) -> np.ndarray:
+    X = train.user_item_matrix()
+    X.data[:] = 1
+    G = (X.T @ X).toarray().astype(np.float64)
+    G[np.diag_indices_from(G)] += lam
+    P = np.linalg.inv(G)
+    B = -P / np.diag(P)
+    B[np.diag_indices_from(B)] = 0
+    return B.astype(np.float32)
+
+
+def ease_scorer(B: np.ndarray, n_items: int):
+    def score(users, hist):
+        rows = np.repeat(np.arange(len(hist)), [len(h) for h in hist])
+        cols = np.concatenate(hist) if hist else np.zeros(0, int)
+        H = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(hist), n_items)
+        )
+        return np.asarray(H @ B)
+
+    return score
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=str(REPO / "data" / "ml-latest-small"))
+    p.add_argument("--format", default=None, help="latest | 1m | 100k (default: detect)")
+    p.add_argument("--models", default="popularity-count,sims,ease,user-personalization")
+    p.add_argument("--hp", type=json.loads, default={}, help="user-personalization overrides")
+    p.add_argument("--budget-min", type=float, default=10.0, help="user-personalization cap")
+    p.add_argument("--checkpoints", default="2,4,8", help="minutes at which to report test NDCG")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--record", action="store_true")
+    args = p.parse_args(argv)
+    os.environ.setdefault("RECSYS_PROGRESS", "0")
+
+    raw = load_movielens(args.data_dir, args.format)
+    data = five_core(
+        Dataset(
+            raw.interactions, raw.items, None, None, DatasetGroup.load("movielens").schemas["items"]
+        )
+    )
+    split = leave_one_out(data)
+    n_items = data.n_items
+    hist_train = split.train.user_histories()
+    hist_full = split.train_val.user_histories()
+    header = (
+        f"Data: `{args.data_dir}` after 5-core: {data.n_users} users, {n_items} items, "
+        f"{len(data.interactions):,} interactions; {len(split.users)} test users"
+    )
+    print(header, flush=True)
+    rows, curve = [], []
+
+    def report(name, fn, seconds, note=""):
+        m = evaluate(fn, split, hist_full, split.test, split.users)
+        rows.append((name, m, seconds, note))
+        print(
+            f"{name}: NDCG@10 {m['NDCG@10']:.4f} HR@10 {m['HR@10']:.4f} ({seconds:.1f}s) {note}",
+            flush=True,
+        )
+
+    for name in args.models.split(","):
+        if name == "popularity-count":
+            t = time.perf_counter()
+            rec = get_recipe(name)().fit(split.train_val, TrainingOptions(seed=args.seed))
+            report(name, rec.score, time.perf_counter() - t)
+        elif name == "sims":
+            best = None
+            for alpha in (0.25, 0.5, 0.75):
+                rec = get_recipe(name)(popularity_discount_factor=alpha, min_cointeraction_count=1)
+                rec.fit(split.train, TrainingOptions())
+                v = evaluate(rec.score, split, hist_train, split.valid, split.users)["NDCG@10"]
+                best = max(best or (v, alpha), (v, alpha))
+            t = time.perf_counter()
+            rec = get_recipe(name)(popularity_discount_factor=best[1], min_cointeraction_count=1)
+            rec.fit(split.train_val, TrainingOptions())
+            report(name, rec.score, time.perf_counter() - t, f"α={best[1]} (tuned on validation)")
+        elif name == "ease":
+            best = None
+            for lam in (10.0, 50.0, 200.0, 500.0):
+                B = ease_fit(split.train, lam)
+                v = evaluate(ease_scorer(B, n_items), split, hist_train, split.valid, split.users)[
+                    "NDCG@10"
+                ]
+                best = max(best or (v, lam), (v, lam))
+            t = time.perf_counter()
+            B = ease_fit(split.train_val, best[1])
+            report(
+                "EASE (outside baseline)",
+                ease_scorer(B, n_items),
+                time.perf_counter() - t,
+                f"λ={best[1]:g} (tuned on validation)",
+            )
+        elif name == "user-personalization":
+            hp = {**UP_DEFAULTS, **args.hp}
+            marks = sorted(float(x) * 60 for x in args.checkpoints.split(",") if x)
+            eval_time = [0.0]
+
+            def on_epoch(recipe, epoch, elapsed, marks=marks, eval_time=eval_time):
+                train_s = elapsed - eval_time[0]
+                while marks and train_s >= marks[0]:
+                    t0 = time.perf_counter()
+                    m = evaluate(recipe.score, split, hist_full, split.test, split.users)
+                    curve.append((marks.pop(0) / 60, epoch, train_s, m["NDCG@10"], m["HR@10"]))
+                    print(
+                        f"  after {curve[-1][0]:g} min (epoch {epoch}): NDCG@10 {m['NDCG@10']:.4f}",
+                        flush=True,
+                    )
+                    eval_time[0] += time.perf_counter() - t0
+
+            t = time.perf_counter()
+            rec = get_recipe(name)(**hp)
+            rec.fit(
+                split.train_val,
+                TrainingOptions(
+                    seed=args.seed, time_budget_s=args.budget_min * 60, on_epoch=on_epoch
+                ),
+            )
+            seconds = time.perf_counter() - t - eval_time[0]
+            report(
+                name,
+                rec.score,
+                seconds,
+                f"{rec.epochs_trained} epochs, best val NDCG@10 {rec.best_validation:.4f}",
+            )
+        else:
+            raise SystemExit(f"unknown model {name}")
+
+    lines = [
+        header,
+        "",
+        "| model | HR@10 | NDCG@10 | HR@20 | NDCG@20 | train s | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m, s, note in rows:
+        lines.append(
+            f"| {name} | {m['HR@10']:.4f} | {m['NDCG@10']:.4f} | {m['HR@20']:.4f} | "
+            f"{m['NDCG@20']:.4f} | {s:.1f} | {note} |"
+        )
+    if curve:
+        lines += [
+            "",
+            "user-personalization, test quality against training time:",
+            "",
+            "| training time | epoch | NDCG@10 | HR@10 |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {mk:g} min | {ep} | {nd:.4f} | {hr:.4f} |" for mk, ep, _, nd, hr in curve]
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        cmd = "python -m benchmarks.quality " + " ".join(sys.argv[1:])
+        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
+            f.write(
+                f"\n### Quality, leave-one-out, {time.strftime('%Y-%m-%d', time.gmtime())}\n\n"
+                f"Command: `{cmd}`  \nMachine: {machine()}\n\n{text}\n"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,489 @@
+"""user-personalization: the seed model of PRODUCT.md in torch.
+
+* Item representation: an id embedding ``e_i`` (E) and a metadata representation ``f_i`` (F:
+  embedding bags over categorical values and hashed text n-grams, plus a projection of the
+  standardised numeric fields), fused ``z_i = W [e_i ; f_i]``.
+* User state: a causal transformer (SASRec family: learned positions, pre-norm blocks) over
+  the user's last ``bptt`` items; ``h_u`` is its output at the last position.
+* Scores over the catalogue: ``z_iᵀ h_u + b_i``. Since z is linear in [e; f] this is the
+  talk's ``Eᵀh + b`` and ``Fᵀh + b'`` combined, with W learning the mix.
+* Loss: full softmax cross-entropy over every next item of every sequence while the catalogue
+  has at most ``full_softmax_max_items`` items; above that, sampled softmax with an alias
+  sampler over smoothed unigram popularity and the logQ correction.
+* Why a transformer, not the GRU of HRNN: on the leave-one-out protocol the published SASRec
+  with full cross-entropy beats GRU4Rec (BENCHMARKS.md), and its matmuls map onto AMX-bf16.
+* Training: AdamW, bf16 autocast on CPUs with AMX/AVX-512-bf16 (``precision``), early stopping
+  on the NDCG@10 of each training user's last item, a time budget, deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys.data.dataset import Dataset
+from recsys.errors import ArtifactError, DataError
+from recsys.logs import get_logger
+from recsys.recipes.base import Recipe, TrainingOptions
+from recsys.recipes.features import ItemFeatures, encode_features, fit_features
+from recsys.recipes.sampling import AliasSampler, sampled_softmax_loss
+
+log = get_logger(__name__)
+
+
+def bf16_supported() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+class SequenceModel(nn.Module):
+    def __init__(
+        self,
+        n_items: int,
+        dim: int,
+        max_len: int,
+        n_layers: int,
+        n_heads: int,
+        dropout: float,
+        features: ItemFeatures | None,
+    ) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.dim = dim
+        self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)  # 0 = padding
+        nn.init.normal_(self.item_emb.weight, std=dim**-0.5)
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        self.pos_emb = nn.Embedding(max_len, dim)
+        self.has_meta = features is not None and (
+            len(features.tokens) > 0 or features.n_numeric > 0
+        )
+        if self.has_meta:
+            self.meta_bag = nn.EmbeddingBag(max(features.n_tokens, 1), dim, mode="mean")
+            nn.init.normal_(self.meta_bag.weight, std=dim**-0.5)
+            self.meta_num = nn.Linear(features.n_numeric, dim) if features.n_numeric else None
+            self.fuse = nn.Linear(2 * dim, dim)
+            self.register_buffer("f_tokens", torch.as_tensor(features.tokens), persistent=False)
+            self.register_buffer("f_offsets", torch.as_tensor(features.offsets), persistent=False)
+            self.register_buffer("f_numeric", torch.as_tensor(features.numeric), persistent=False)
+        layer = nn.TransformerEncoderLayer(
+            dim,
+            n_heads,
+            dim_feedforward=dim,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer(
+            "causal",
+            torch.triu(torch.full((max_len, max_len), float("-inf")), 1),
+            persistent=False,
+        )
+
+    def item_vectors(self) -> torch.Tensor:
+        """z for items 1..n (row 0 = padding): (n_items + 1) × dim."""
+        e = self.item_emb.weight
+        if not self.has_meta:
+            return e
+        f = self.meta_bag(self.f_tokens, self.f_offsets)
+        if self.meta_num is not None:
+            f = f + self.meta_num(self.f_numeric)
+        f = torch.cat([torch.zeros_like(f[:1]), f], 0)
+        return e + self.fuse(torch.cat([e, f], dim=1))  # residual form of W[e; f]
+
+    def encode(self, seq: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """seq (B × L) of item codes (0 = pad, left-padded) → hidden states (B × L × d)."""
+        length = seq.shape[1]
+        x = z[seq] * math.sqrt(self.dim) + self.pos_emb.weight[-length:]
+        x = self.dropout(x) * (seq > 0).unsqueeze(-1)
+        x = self.encoder(x, mask=self.causal[:length, :length], is_causal=True)
+        return self.norm(x)
+
+
+class UserPersonalization(Recipe):
+    """Sequence model over item ids and metadata (see module docstring)."""
+
+    name = "user-personalization"
+    defaults: dict[str, Any] = {
+        # Personalize's names and defaults
+        "hidden_dimension": 149,
+        "bptt": 32,
+        "recency_mask": True,
+        "min_user_history_length_percentile": 0.0,
+        "max_user_history_length_percentile": 0.99,
+        # training
+        "num_layers": 2,
+        "num_heads": 1,
+        "dropout": 0.2,
+        "epochs": 200,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "patience": 8,
+        "validation_users": 2000,
+        "use_metadata": True,
+        "full_softmax_max_items": 100_000,
+        "num_negatives": 2048,
+        "event_type_weights": {},
+        "precision": "auto",  # "bf16", "fp32" or "auto" (bf16 where the CPU has it)
+        "max_training_minutes": None,
+        "update_epochs": 3,
+    }
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        super().__init__(**hyperparameters)
+        self.model: SequenceModel | None = None
+        self.popularity = np.zeros(0, dtype=np.float32)
+        self.feature_config: dict[str, Any] = {}
+        self.features: ItemFeatures | None = None
+        self.best_validation: float | None = None
+        self.epochs_trained = 0
+
+    # -- helpers -------------------------------------------------------------------------
+    @property
+    def max_len(self) -> int:
+        return int(self.hyperparameters["bptt"])
+
+    def _use_bf16(self) -> bool:
+        p = self.hyperparameters["precision"]
+        return p == "bf16" or (p == "auto" and bf16_supported())
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._use_bf16())
+
+    def _build(self, n_items: int, features: ItemFeatures | None) -> SequenceModel:
+        hp = self.hyperparameters
+        return SequenceModel(
+            n_items,
+            int(hp["hidden_dimension"]),
+            self.max_len,
+            int(hp["num_layers"]),
+            int(hp["num_heads"]),
+            float(hp["dropout"]),
+            features,
+        )
+
+    def _pad_last(self, seqs: Sequence[np.ndarray]) -> torch.Tensor:
+        """Left-padded (B × L) tensor of the last L codes (+1 shift; 0 = padding)."""
+        L = self.max_len
+        out = np.zeros((len(seqs), L), dtype=np.int64)
+        for r, s in enumerate(seqs):
+            s = np.asarray(s)[-L:]
+            s = s[s >= 0]
+            if len(s):
+                out[r, L - len(s) :] = s + 1
+        return torch.from_numpy(out)
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, data: Dataset, options: TrainingOptions) -> UserPersonalization:
+        hp = self.hyperparameters
+        torch.manual_seed(options.seed)
+        rng = np.random.default_rng(options.seed)
+        self.item_ids, self.user_ids = data.item_ids, data.user_ids
+        n_items = data.n_items
+        if len(data.interactions) == 0:
+            raise DataError("user-personalization: no interactions to train on")
+        counts = np.bincount(data.item_codes, minlength=n_items).astype(np.float64)
+        self.popularity = (counts / counts.sum()).astype(np.float32)
+        if hp["use_metadata"]:
+            self.feature_config = fit_features(data.items, data.item_ids, data.item_schema)
+            self.features = encode_features(data.items, data.item_ids, self.feature_config)
+        self.model = self._build(n_items, self.features)
+        previous = options.previous
+        if isinstance(previous, UserPersonalization) and previous.model is not None:
+            self._warm_start(previous)
+        histories = data.user_histories()
+        weights = self._event_weights(data)
+        train_seqs, val_users = self._split(histories, weights, rng)
+        budget = options.time_budget_s
+        if hp["max_training_minutes"]:
+            budget = min(budget or math.inf, 60.0 * float(hp["max_training_minutes"]))
+        epochs = int(hp["update_epochs"] if previous is not None else hp["epochs"])
+        self._train(train_seqs, val_users, histories, counts, epochs, budget, options, rng)
+        return self
+
+    def _event_weights(self, data: Dataset) -> np.ndarray | None:
+        """Per-interaction loss weights from ``event_type_weights`` (None = all 1)."""
+        table = self.hyperparameters["event_type_weights"] or {}
+        if not table:
+            return None
+        w = data.interactions["EVENT_TYPE"].astype(str).map(table).fillna(1.0)
+        order = np.argsort(data.user_codes, kind="stable")
+        return w.to_numpy(dtype=np.float32)[order]
+
+    def _split(self, histories, weights, rng):
+        """Training sequences (history trims applied) and validation users (last item held)."""
+        hp = self.hyperparameters
+        lengths = np.array([len(h) for h in histories])
+        active = np.flatnonzero(lengths >= 2)
+        if len(active) == 0:
+            raise DataError("user-personalization: no user has 2 or more interactions")
+        lo = np.quantile(lengths[active], float(hp["min_user_history_length_percentile"]))
+        hi = np.quantile(lengths[active], float(hp["max_user_history_length_percentile"]))
+        keep = active[(lengths[active] >= lo) & (lengths[active] <= max(hi, 2))]
+        n_val = min(int(hp["validation_users"]), len(keep))
+        val_users = np.sort(rng.choice(keep, size=n_val, replace=False)) if n_val else keep[:0]
+        is_val = np.zeros(len(histories), dtype=bool)
+        is_val[val_users] = True
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        seqs = []
+        for u in keep:
+            h = histories[u][:-1] if is_val[u] else histories[u]
+            w = None if weights is None else weights[starts[u] : starts[u] + len(h)]
+            if len(h) >= 2:
+                seqs.append((h, w))
+        return seqs, val_users
+
+    def _windows(self, seqs, rng) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Cut every sequence into (input, target, weight) windows of bptt, newest first."""
+        L = self.max_len
+        recency = bool(self.hyperparameters["recency_mask"])
+        out = []
+        for h, w in seqs:
+            n = len(h)
+            pos_w = (0.5 + 0.5 * np.arange(1, n) / max(n - 1, 1)) if recency else np.ones(n - 1)
+            if w is not None:
+                pos_w = pos_w * w[1:]
+            end = n - 1
+            while end > 0:
+                start = max(0, end - L)
+                out.append((h[start:end], h[start + 1 : end + 1], pos_w[start:end]))
+                end = start
+        return out
+
+    def _batches(self, windows, batch_size: int, rng) -> list[list]:
+        """Shuffled batches of windows of similar length (less padding to compute on)."""
+        order = rng.permutation(len(windows))
+        # sort within chunks of 50 batches by length, then shuffle the batches
+        chunk = batch_size * 50
+        batches = []
+        for c in range(0, len(order), chunk):
+            idx = sorted(order[c : c + chunk], key=lambda i: len(windows[i][0]))
+            batches += [
+                [windows[i] for i in idx[b : b + batch_size]]
+                for b in range(0, len(idx), batch_size)
+            ]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _batch(self, windows):
+        """Left-padded tensors, as wide as the batch's longest window (positions stay
+        right-aligned, so trimming leading padding changes nothing)."""
+        L = max(len(w[0]) for w in windows)
+        B = len(windows)
+        x = np.zeros((B, L), dtype=np.int64)
+        y = np.zeros((B, L), dtype=np.int64)
+        w = np.zeros((B, L), dtype=np.float32)
+        for r, (xi, yi, wi) in enumerate(windows):
+            k = len(xi)
+            x[r, L - k :] = xi + 1
+            y[r, L - k :] = yi + 1
+            w[r, L - k :] = wi
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w)
+
+    def _train(self, seqs, val_users, histories, counts, epochs, budget, options, rng):
+        hp = self.hyperparameters
+        model = self.model
+        assert model is not None
+        opt = torch.optim.AdamW(
+            model.parameters(),
+            lr=float(hp["learning_rate"]),
+            weight_decay=float(hp["weight_decay"]),
+        )
+        n_items = model.n_items
+        sampled = n_items > int(hp["full_softmax_max_items"])
+        if sampled:
+            q = (counts + 1.0) ** 0.75
+            q = q / q.sum()
+            sampler = AliasSampler(q, seed=options.seed)
+            log_q = torch.as_tensor(np.log(q), dtype=torch.float32)
+        best, best_state, bad = -1.0, None, 0
+        started = time.perf_counter()
+        bs = int(hp["batch_size"])
+        for epoch in range(1, epochs + 1):
+            model.train()
+            total, n_tok = 0.0, 0
+            for batch in self._batches(self._windows(seqs, rng), bs, rng):
+                x, y, w = self._batch(batch)
+                with self._autocast():
+                    z = model.item_vectors()
+                    hid = model.encode(x, z)
+                    mask = y > 0
+                    h = hid[mask]
+                    t = y[mask] - 1
+                    wt = w[mask]
+                    if sampled:
+                        neg = torch.as_tensor(sampler.sample(int(hp["num_negatives"])))
+                        loss = sampled_softmax_loss(h, t, z[1:], model.item_bias, neg, log_q, wt)
+                    else:
+                        logits = h @ z[1:].T + model.item_bias
+                        per = F.cross_entropy(logits.float(), t, reduction="none")
+                        loss = (per * wt).sum() / wt.sum().clamp_min(1e-9)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(t)
+                n_tok += len(t)
+            self.epochs_trained = epoch
+            elapsed = time.perf_counter() - started
+            score = self._validate(val_users, histories) if len(val_users) else -float(total)
+            log.info(
+                "epoch",
+                epoch=epoch,
+                loss=round(total / max(n_tok, 1), 4),
+                val_ndcg10=round(score, 4),
+                seconds=round(elapsed, 1),
+            )
+            if options.on_epoch is not None:
+                options.on_epoch(self, epoch, elapsed)
+            if score > best:
+                best, bad = score, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+            if bad >= int(hp["patience"]) or (budget is not None and elapsed >= budget):
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        self.best_validation = best
+        model.eval()
+
+    def _validate(self, val_users, histories) -> float:
+        """NDCG@10 of each validation user's held-out last item (seen items excluded)."""
+        inputs = [histories[u][:-1] for u in val_users]
+        targets = np.array([histories[u][-1] for u in val_users])
+        scores = self._scores(inputs)
+        for r, h in enumerate(inputs):
+            scores[r, h[h != targets[r]]] = -np.inf  # seen items out, but never the answer
+        target_scores = scores[np.arange(len(targets)), targets]
+        rank = (scores > target_scores[:, None]).sum(axis=1)
+        return float(np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0).mean())
+
+    def _warm_start(self, previous: UserPersonalization) -> None:
+        """UPDATE: copy the previous model's weights; existing items keep their rows."""
+        src, dst = previous.model, self.model
+        assert src is not None and dst is not None
+        if src.dim != dst.dim or src.pos_emb.weight.shape != dst.pos_emb.weight.shape:
+            log.warning("UPDATE: architecture changed, training from scratch")
+            return
+        old = {str(i): k for k, i in enumerate(previous.item_ids)}
+        pairs = [(old[str(i)], k) for k, i in enumerate(self.item_ids) if str(i) in old]
+        with torch.no_grad():
+            state = {
+                k: v
+                for k, v in src.state_dict().items()
+                if not k.startswith(("item_emb", "item_bias", "meta_bag"))
+            }
+            dst.load_state_dict(state, strict=False)
+            if pairs:
+                o, n = map(torch.as_tensor, zip(*pairs, strict=True))
+                dst.item_emb.weight[n + 1] = src.item_emb.weight[o + 1]
+                dst.item_bias[n] = src.item_bias[o]
+            if (
+                src.has_meta
+                and dst.has_meta
+                and (src.meta_bag.weight.shape == dst.meta_bag.weight.shape)
+            ):
+                dst.meta_bag.weight.copy_(src.meta_bag.weight)
+
+    # -- inference -----------------------------------------------------------------------
+    @torch.no_grad()
+    def _scores(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        model = self.model
+        assert model is not None
+        model.eval()
+        out = np.empty((len(histories), model.n_items), dtype=np.float32)
+        with self._autocast():
+            z = model.item_vectors()
+            for b in range(0, len(histories), 512):
+                x = self._pad_last(histories[b : b + 512])
+                h = model.encode(x, z)[:, -1]
+                out[b : b + len(x)] = (h @ z[1:].T + model.item_bias).float().numpy()
+        return out
+
+    def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+        has = np.array([len(h) > 0 and (np.asarray(h) >= 0).any() for h in histories], bool)
+        out = np.empty((len(histories), len(self.item_ids)), dtype=np.float32)
+        if has.any():
+            out[has] = self._scores([h for h, k in zip(histories, has, strict=True) if k])
+        if (~has).any():  # cold start: no history at all → popularity
+            out[~has] = np.log(self.popularity + 1e-9)
+        return out
+
+    # -- artifacts -----------------------------------------------------------------------
+    def tensors(self) -> dict[str, np.ndarray]:
+        assert self.model is not None
+        out = {
+            f"model.{k}": v.detach().float().numpy()
+            for k, v in self.model.state_dict().items()
+            if not k.startswith("causal")
+        }
+        out["popularity"] = self.popularity
+        if self.features is not None:
+            out["features.tokens"] = self.features.tokens
+            out["features.offsets"] = self.features.offsets
+            out["features.numeric"] = self.features.numeric
+        return out
+
+    def state_config(self) -> dict[str, Any]:
+        return {
+            "n_items": int(len(self.item_ids)),
+            "feature_config": self.feature_config,
+            "best_validation_ndcg10": self.best_validation,
+            "epochs_trained": self.epochs_trained,
+        }
+
+    def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
+        self.load_state(tensors, {"n_items": len(self.item_ids), "feature_config": {}})
+
+    def load_state(self, tensors: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        n_items = int(state.get("n_items", len(self.item_ids)))
+        if n_items != len(self.item_ids):
+            raise ArtifactError(
+                f"user-personalization: model has {n_items} items, vocabulary {len(self.item_ids)}"
+            )
+        self.feature_config = state.get("feature_config") or {}
+        self.best_validation = state.get("best_validation_ndcg10")
+        self.epochs_trained = int(state.get("epochs_trained") or 0)
+        if "features.tokens" in tensors:
+            self.features = ItemFeatures(
+                tensors["features.tokens"].astype(np.int64),
+                tensors["features.offsets"].astype(np.int64),
+                tensors["features.numeric"].astype(np.float32),
+                int(self.feature_config.get("n_tokens", 1)),
+                self.feature_config,
+            )
+        self.popularity = tensors["popularity"].astype(np.float32)
+        self.model = self._build(n_items, self.features)
+        state_dict = {
+            k[len("model.") :]: torch.from_numpy(v.copy())
+            for k, v in tensors.items()
+            if k.startswith("model.")
+        }
+        try:
+            self.model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ArtifactError(
+                f"user-personalization: weights do not fit the model: {exc}"
+            ) from exc
+        self.model.eval()
+
+
+class PersonalizedRanking(UserPersonalization):
+    """personalized-ranking: the same model, used to re-rank a given list of items."""
+
+    name = "personalized-ranking"
