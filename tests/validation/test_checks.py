@@ -67,11 +67,15 @@ def test_minimum_data_counts_after_event_filter(local_storage, group):
         validate_snapshot(local_storage, group, sid, event_types=("purchase",))
 
 
-def test_undeclared_event_type_fails(local_storage, group):
+def test_undeclared_event_type_fails_the_import(local_storage, group):
     land(local_storage, n_users=50, per_user=20, event="hover")
-    sid = run_import(local_storage, group, "2024-01-02")["snapshot_id"]
-    with pytest.raises(ValidationError, match="1000 interactions with undeclared EVENT_TYPE"):
-        validate_snapshot(local_storage, group, sid)
+    with pytest.raises(ValidationError) as err:
+        run_import(local_storage, group, "2024-01-02")
+    msg = str(err.value)
+    assert "row 2, column EVENT_TYPE: 'hover' is not a declared EVENT_TYPE" in msg
+    assert "(declared: click, purchase)" in msg
+    assert "1000 of 1000 interactions records rejected (100.00%)" in msg
+    assert local_storage.find("datasets/synthetic/snapshots") == []
 
 
 def test_backfill_does_not_move_pointer_backwards(local_storage, group):
