@@ -57,7 +57,6 @@ _BOM = b"\xef\xbb\xbf"
 _NL, _CR, _QUOTE, _COMMA = 10, 13, 34, 44
 # Empty ids or ids over 256 characters in a ``|``-joined list.
 _BAD_ID_LIST = re.compile(rf"(?:^|\|)(?:\||$)|[^|]{{{MAX_ID_LENGTH + 1}}}")
-_LONG_CATEGORICAL = re.compile(rf"[^|]{{{MAX_CATEGORICAL_VALUE_LENGTH + 1}}}")
 
 csv.field_size_limit(1 << 30)
 
@@ -566,7 +565,12 @@ class CsvReader:
                     )
                 )
         if f.categorical:
-            long = present & col.str.contains(_LONG_CATEGORICAL, regex=True).to_numpy(dtype=bool)
+            # Only a value longer than the limit in total can hold an over-long part.
+            lengths = col.str.len().to_numpy(na_value=0)
+            long = present & (lengths > MAX_CATEGORICAL_VALUE_LENGTH)
+            for i in np.flatnonzero(long):
+                parts = str(col.iloc[i]).split("|")
+                long[i] = max(map(len, parts)) > MAX_CATEGORICAL_VALUE_LENGTH
             if long.any():
                 problems.append(
                     (
