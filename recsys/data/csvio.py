@@ -99,6 +99,13 @@ class Chunk:
     rejects: list[Reject] = field(default_factory=list)
 
 
+def _chomp(raw: bytes) -> bytes:
+    """``raw`` without one final line ending."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    return raw[:-1] if raw.endswith(b"\r") else raw
+
+
 def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
@@ -160,6 +167,7 @@ class CsvReader:
         self.ignored_columns: list[str] = []
         self.records = self.rows = self.rejected = self.blank_lines = 0
         self._columns: dict[str, int] = {}  # schema name -> position in the header
+        self._ms_counts: dict[str, tuple[int, int]] = {}  # column -> (values, milliseconds)
 
     # -- reading -------------------------------------------------------------------------
     def _blocks(self) -> Iterator[bytes]:
@@ -175,7 +183,7 @@ class CsvReader:
             a = np.frombuffer(data, np.uint8)
             quotes = np.flatnonzero(a == _QUOTE) if data.find(b'"') >= 0 else None
             ends = _record_ends(a, quotes)
-            if not len(ends) and len(data) > 4 * self.block_bytes:
+            if not len(ends) and len(data) > max(4 * self.block_bytes, 1 << 26):
                 # An unbalanced quote: cut at a plain newline rather than hold the whole file.
                 ends = np.flatnonzero(a == _NL)
             if not len(ends):
@@ -289,15 +297,17 @@ class CsvReader:
                 )
             )
         if unclosed and not blank[-1]:
-            if not bad[-1]:
-                rejects.append(
-                    Reject(
-                        int(lines[-1]),
-                        None,
-                        "malformed CSV: a quoted field is never closed",
-                        block[starts[-1] : stops[-1]],
-                    )
+            # What follows an unclosed quote is swallowed into its field: one reject for all.
+            rejects = [r for r in rejects if r.line != int(lines[-1])]
+            rejects.append(
+                Reject(
+                    int(lines[-1]),
+                    None,
+                    "malformed CSV: a quoted field is never closed (the record runs to the "
+                    "end of the file)",
+                    _chomp(block[starts[-1] : stops[-1]]),
                 )
+            )
             bad[-1] = True
         try:
             block.decode("utf-8")
@@ -601,15 +611,17 @@ class CsvReader:
     ) -> None:
         with np.errstate(invalid="ignore"):
             looks_ms = np.abs(values) >= MAX_EPOCH_SECONDS
-        present = int((~np.isnan(values)).sum())
+        seen, ms = self._ms_counts.get(name, (0, 0))
+        seen += int((~np.isnan(values)).sum())
+        ms += int(looks_ms.sum())
+        self._ms_counts[name] = (seen, ms)
         if looks_ms.any():
             i = int(np.flatnonzero(looks_ms)[0])
-            if looks_ms.sum() * 2 > present:
-                # Most of the file is milliseconds: a unit problem, not a few bad rows.
+            if ms * 2 > seen:
+                # Most of the file so far is milliseconds: a unit problem, not a few bad rows.
                 raise DataError(
-                    f"{name} {int(values[i])} is not epoch seconds (it looks like milliseconds; "
-                    f"{int(looks_ms.sum())} of {present} values in this part of the file do); "
-                    "divide by 1000",
+                    f"{name} {int(values[i])} is not epoch seconds: the file's timestamps look "
+                    "like milliseconds; divide them by 1000",
                     file=self.file,
                     row=int(lines[i]),
                     column=name,

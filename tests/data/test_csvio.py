@@ -89,7 +89,9 @@ def test_duplicate_header_column():
 
 
 def test_non_utf8_names_the_line():
-    data = (HEADER + "u1,i1,1700000005,click,1\n").encode() + "u2,caf\xe9,1700000006,click,1\n".encode("latin-1")
+    data = (
+        HEADER + "u1,i1,1700000005,click,1\n"
+    ).encode() + "u2,caf\xe9,1700000006,click,1\n".encode("latin-1")
     with pytest.raises(DataError, match="not valid UTF-8") as err:
         parse(data)
     assert err.value.row == 3
