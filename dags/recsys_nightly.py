@@ -6,7 +6,10 @@ each task a thin call into the `recsys` library. Every path derives from the run
 date (or the `as_of` param), so a retry, a rerun or a backfill writes only its own outputs.
 
 * *import*: CSV drops under `landing/{dataset_group}/` become a versioned Parquet snapshot.
-* *validate*: required columns, types, declared event types, the minimum data to train. A
+  Bad rows are quarantined under `rejects/{import_id}/` with a reason each; above the dataset
+  group's `validation.max_reject_fraction` (or on a whole-file problem) the import fails.
+* *validate*: great-expectations suites built from the schema, declared event types, the
+  minimum data to train; warnings (rows quarantined, unknown items) are logged with counts. A
   failure stops the run here: the live campaign and the previous snapshot are untouched.
 * *train* / *evaluate*: a solution version of the campaign's solution, with Personalize's
   offline metrics (10% of users held out).

@@ -55,7 +55,16 @@ def validate(
         cfg = SolutionConfig.load(solution)
         event_types, threshold = cfg.event_types, cfg.event_value_threshold
     report = validate_snapshot(storage, group, snapshot_id, event_types, threshold)
-    return {"snapshot_id": snapshot_id, "passed": report["passed"]}
+    return {
+        "snapshot_id": snapshot_id,
+        "passed": report["passed"],
+        "summary": report["summary"],
+        "warnings": [
+            f"{c['check']}: {c['message']}"
+            for c in report["checks"]
+            if not c["passed"] and c["severity"] == "warning"
+        ],
+    }
 
 
 def train(

@@ -35,6 +35,51 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 ID_FIELD = {"interactions": None, "items": "ITEM_ID", "users": "USER_ID"}
 _TYPES = {"string", "long", "int", "float", "double", "boolean"}
 
+# Personalize's limits on values.
+ID_FIELDS = ("USER_ID", "ITEM_ID", "RECOMMENDATION_ID")
+MAX_ID_LENGTH = 256
+MAX_CATEGORICAL_VALUE_LENGTH = 1000  # per ``|``-separated value
+MAX_TEXTUAL_LENGTH = 20_000
+TIMESTAMP_FIELDS = ("TIMESTAMP", "CREATION_TIMESTAMP")
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """A dataset group's ``validation:`` settings: what a bad row costs.
+
+    Rows that break a row-level rule are quarantined to ``rejects/``. If more than
+    ``max_reject_fraction`` of a dataset's new records (or more than ``max_rejected_rows``)
+    are rejected, the import fails instead. Timestamps are epoch seconds within
+    ``[min_timestamp, max_timestamp]`` (defaults 1990-01-01 and 2100-01-01 UTC).
+    """
+
+    max_reject_fraction: float = 0.01
+    max_rejected_rows: int | None = None
+    min_timestamp: int = 631_152_000
+    max_timestamp: int = 4_102_444_800
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> ValidationPolicy:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: 'validation' must be a mapping")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown validation setting(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        policy = cls(**raw)
+        if not 0.0 <= float(policy.max_reject_fraction) <= 1.0:
+            raise ConfigError(f"{where}: validation.max_reject_fraction must be within [0, 1]")
+        if policy.max_rejected_rows is not None and int(policy.max_rejected_rows) < 0:
+            raise ConfigError(f"{where}: validation.max_rejected_rows must be >= 0")
+        if not int(policy.min_timestamp) < int(policy.max_timestamp):
+            raise ConfigError(f"{where}: validation.min_timestamp must be < max_timestamp")
+        return policy
+
 
 @dataclass(frozen=True)
 class Field:
@@ -120,6 +165,7 @@ class DatasetGroup:
     name: str
     schemas: dict[str, Schema]
     event_types: tuple[str, ...] = ()
+    validation: ValidationPolicy = field(default_factory=ValidationPolicy)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -137,6 +183,7 @@ class DatasetGroup:
             name=name,
             schemas=schemas,
             event_types=tuple(raw.get("event_types") or ()),
+            validation=ValidationPolicy.from_dict(raw.get("validation"), where),
             raw=raw,
         )
 

@@ -184,6 +184,55 @@ class Storage:
             raise StorageError(f"cannot write {self.uri(key)}: {exc}") from exc
         return digest
 
+    def write_stream(self, key: str, source: IO[bytes], block_size: int = 8 << 20) -> str:
+        """Write a whole object from a binary file object, copied in blocks; return its sha256.
+
+        For objects too big to hold in memory (rejected rows of a huge file). Atomic like
+        :meth:`write_bytes`: a local temporary file is renamed; an S3 upload appears at close.
+        """
+        h = hashlib.sha256()
+        path = self.path(key)
+
+        def copy(out: IO[bytes]) -> None:
+            while block := source.read(block_size):
+                h.update(block)
+                out.write(block)
+
+        try:
+            if self.protocol == "file":
+                directory = os.path.dirname(path)
+                os.makedirs(directory, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        copy(f)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                    raise
+            else:
+                with self.fs.open(path, "wb") as f:
+                    copy(f)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri(key)}: {exc}") from exc
+        return h.hexdigest()
+
+    def checksum(self, key: str, block_size: int = 8 << 20) -> tuple[str, int]:
+        """sha256 and size of an object, read in blocks (never whole into memory)."""
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with self.open(key) as f:
+                while block := f.read(block_size):
+                    h.update(block)
+                    size += len(block)
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri(key)}: {exc}") from exc
+        return h.hexdigest(), size
+
     def delete_prefix(self, prefix: str) -> None:
         """Remove everything below ``prefix`` (a rerun clearing its own run-stamped outputs)."""
         path = self.path(prefix)

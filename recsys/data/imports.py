@@ -17,13 +17,24 @@ date rebuild the data "as of" that date.
 A snapshot's id is ``{logical date}-{digest of its inputs}``: a rerun with the same inputs finds
 the complete snapshot and reuses it; a rerun with changed inputs writes a new one beside it.
 The manifest is written last; a snapshot without a manifest is incomplete and ignored.
+
+Files are streamed (checksummed, then parsed block by block), never read whole into memory. A
+record that breaks a row rule (see :mod:`recsys.data.csvio`) is quarantined under
+``datasets/{group}/rejects/{snapshot_id}/{type}/{file}`` — the file's header and the rejected
+records byte for byte, so a fixed copy can be dropped again — with ``{file}.reasons.csv`` giving
+line, column and reason for each. If a dataset's rejected share of this import's new records is
+above the group's ``validation.max_reject_fraction`` (or above ``max_rejected_rows``), the
+import fails after writing the rejects and a ``report.json`` beside them, and no snapshot is
+written; otherwise the snapshot holds every good row and the manifest counts the rejects.
 """
 
 from __future__ import annotations
 
-import hashlib
+import csv
+import io
 import posixpath
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -31,9 +42,9 @@ from typing import Any
 import pandas as pd
 
 from recsys import __version__
-from recsys.data.csvio import parse_csv
+from recsys.data.csvio import CsvReader, Reject, RowRules, empty_frame
 from recsys.data.sources.base import DATASET_TYPES
-from recsys.errors import DataError, NotFoundError
+from recsys.errors import DataError, NotFoundError, ValidationError
 from recsys.ids import as_utc, date_stamp, stamped_id, utcnow_iso
 from recsys.logs import get_logger, progress
 from recsys.schema import ID_FIELD, DatasetGroup
@@ -55,6 +66,10 @@ def snapshots_prefix(dataset_group: str) -> str:
 
 def snapshot_prefix(dataset_group: str, snapshot_id: str) -> str:
     return f"{snapshots_prefix(dataset_group)}/{snapshot_id}"
+
+
+def rejects_prefix(dataset_group: str, import_id: str) -> str:
+    return f"datasets/{dataset_group}/rejects/{import_id}"
 
 
 def current_pointer(dataset_group: str) -> str:
@@ -156,8 +171,8 @@ def run_import(
         else:
             base_manifest = read_manifest(storage, dg, base_id)
 
-    # Read every visible file once: its checksum is part of the snapshot id.
-    plan: dict[str, list[tuple[LandingFile, bytes, str]]] = {}
+    # Checksum every visible file (streamed): the checksums are part of the snapshot id.
+    plan: dict[str, list[tuple[LandingFile, int, str]]] = {}
     for dtype in DATASET_TYPES:
         if dtype not in group.schemas:
             continue
@@ -173,11 +188,10 @@ def run_import(
             }
         entries = []
         for lf in visible_landing_files(storage, dg, dtype, as_of):
-            data = storage.read_bytes(lf.key)
-            sha = hashlib.sha256(data).hexdigest()
+            sha, size = storage.checksum(lf.key)
             if (lf.key, sha) in consumed:
                 continue
-            entries.append((lf, data, sha))
+            entries.append((lf, size, sha))
         plan[dtype] = entries
 
     if not plan.get("interactions") and base_manifest is None:
@@ -199,32 +213,85 @@ def run_import(
         log.info("snapshot already complete: reusing it", snapshot_id=snapshot_id)
         return storage.read_json(f"{prefix}/manifest.json")
 
-    datasets: dict[str, Any] = {}
-    for dtype, entries in plan.items():
-        schema = group.schemas[dtype]
-        frames: list[pd.DataFrame] = []
-        consumed_before: list[dict[str, Any]] = []
-        if base_manifest is not None and dtype in base_manifest["datasets"]:
-            base_info = base_manifest["datasets"][dtype]
-            frames.append(storage.read_parquet(f"{snapshot_prefix(dg, base_id)}/{dtype}.parquet"))
-            consumed_before = base_info.get("consumed", []) + base_info.get("sources", [])
-        sources = []
-        for lf, data, sha in progress(entries, desc=f"import {dtype}", total=len(entries)):
-            frame = parse_csv(data, schema, file=storage.uri(lf.key))
-            frames.append(frame)
-            sources.append(
-                {
-                    "key": lf.key,
-                    "sha256": sha,
-                    "bytes": len(data),
-                    "rows": len(frame),
-                    "drop_date": lf.drop_date.isoformat() if lf.drop_date else None,
-                }
+    rules = RowRules.for_group(group)
+    rej_prefix = rejects_prefix(dg, snapshot_id)
+    parsed: dict[str, tuple[list[pd.DataFrame], list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    quarantine: list[_Quarantine] = []
+    try:
+        for dtype, entries in plan.items():
+            frames: list[pd.DataFrame] = []
+            consumed_before: list[dict[str, Any]] = []
+            if base_manifest is not None and dtype in base_manifest["datasets"]:
+                base_info = base_manifest["datasets"][dtype]
+                frames.append(
+                    storage.read_parquet(f"{snapshot_prefix(dg, base_id)}/{dtype}.parquet")
+                )
+                consumed_before = base_info.get("consumed", []) + base_info.get("sources", [])
+            sources = []
+            for lf, size, sha in progress(entries, desc=f"import {dtype}", total=len(entries)):
+                rel = posixpath.relpath(lf.key, landing_prefix(dg, dtype))
+                q = _Quarantine(f"{rej_prefix}/{dtype}/{rel}", storage.uri(lf.key), dtype)
+                quarantine.append(q)
+                with storage.open(lf.key) as stream:
+                    reader = CsvReader(stream, group.schemas[dtype], storage.uri(lf.key), rules)
+                    for chunk in reader:
+                        if len(chunk.frame):
+                            frames.append(chunk.frame)
+                        if chunk.rejects:
+                            q.add(reader.header_raw, chunk.rejects)
+                _log_file(reader, lf.key)
+                sources.append(
+                    {
+                        "key": lf.key,
+                        "sha256": sha,
+                        "bytes": size,
+                        "rows": reader.rows,
+                        "rejected": reader.rejected,
+                        "blank_lines": reader.blank_lines,
+                        "ignored_columns": reader.ignored_columns,
+                        "rejects": q.key if q.count else None,
+                        "drop_date": lf.drop_date.isoformat() if lf.drop_date else None,
+                    }
+                )
+            if sources and not frames:
+                frames.append(empty_frame(group.schemas[dtype]))  # header-only files
+            if frames:
+                parsed[dtype] = (frames, sources, consumed_before)
+        failures = _over_threshold(group, parsed, quarantine)
+        written = [q.write(storage) for q in quarantine if q.count]
+        if failures:
+            report = {
+                "import_id": snapshot_id,
+                "dataset_group": dg,
+                "as_of": as_of.isoformat(),
+                "passed": False,
+                "failures": [f["message"] for f in failures],
+                "datasets": {
+                    t: {"sources": srcs, "rejected": sum(s["rejected"] for s in srcs)}
+                    for t, (_, srcs, _) in parsed.items()
+                },
+                "rejects": written,
+                "created_at": utcnow_iso(),
+            }
+            storage.write_json(f"{rej_prefix}/report.json", report)
+            first = failures[0]
+            raise ValidationError(
+                f"{first['reject'].reason} — {first['message']}; every rejected row with its "
+                f"reason is under {storage.uri(rej_prefix)}",
+                file=first["file"],
+                row=first["reject"].line,
+                column=first["reject"].column,
             )
-        if not frames:
-            continue
+    finally:
+        for q in quarantine:
+            q.close()
+
+    datasets: dict[str, Any] = {}
+    for dtype, (frames, sources, consumed_before) in parsed.items():
         df, dropped = _combine(dtype, frames)
+        del frames[:]
         digest = storage.write_parquet(f"{prefix}/{dtype}.parquet", df)
+        rejected = sum(s["rejected"] for s in sources)
         datasets[dtype] = {
             "rows": len(df),
             "sha256": digest,
@@ -232,14 +299,17 @@ def run_import(
             "sources": sources,
             "consumed": consumed_before,
             "duplicates_or_replaced": dropped,
+            "rejected": rejected,
         }
         log.info(
             "imported dataset",
             dataset_type=dtype,
             rows=len(df),
             new_files=len(sources),
+            rejected=rejected,
             duplicates_or_replaced=dropped,
         )
+        del df
 
     manifest = {
         "snapshot_id": snapshot_id,
@@ -248,12 +318,110 @@ def run_import(
         "mode": mode,
         "base_snapshot": base_id,
         "datasets": datasets,
+        "rejects": rej_prefix if any(d["rejected"] for d in datasets.values()) else None,
         "created_at": utcnow_iso(),
         "code_version": __version__,
     }
     storage.write_json(f"{prefix}/manifest.json", manifest)
     log.info("snapshot written", snapshot_id=snapshot_id, uri=storage.uri(prefix))
     return manifest
+
+
+class _Quarantine:
+    """Rejected records of one source file, spooled to local disk until they are written."""
+
+    def __init__(self, key: str, file: str, dataset_type: str) -> None:
+        self.key = key
+        self.file = file
+        self.dataset_type = dataset_type
+        self.count = 0
+        self.first: Reject | None = None
+        self._raw = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed
+        self._reasons = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
+        self._reasons_text = io.TextIOWrapper(self._reasons, encoding="utf-8", newline="")
+        self._writer = csv.writer(self._reasons_text, lineterminator="\n")
+
+    def add(self, header_raw: bytes, rejects: list[Reject]) -> None:
+        if not self.count:
+            self.first = rejects[0]
+            self._raw.write(header_raw if header_raw.endswith(b"\n") else header_raw + b"\n")
+            self._writer.writerow(["line", "column", "reason", "record"])
+        for r in rejects:
+            self._raw.write(r.raw + b"\n")
+            self._writer.writerow(
+                [r.line, r.column or "", r.reason, r.raw.decode("utf-8", "backslashreplace")]
+            )
+        self.count += len(rejects)
+
+    def write(self, storage: Storage) -> dict[str, Any]:
+        self._raw.seek(0)
+        storage.write_stream(self.key, self._raw)
+        self._reasons_text.flush()
+        self._reasons.seek(0)
+        storage.write_stream(f"{self.key}.reasons.csv", self._reasons)
+        log.warning(
+            "rows quarantined",
+            file=self.file,
+            rejected=self.count,
+            rejects=storage.uri(self.key),
+            first=f"row {self.first.line}: {self.first.reason}" if self.first else None,
+        )
+        return {
+            "file": self.file,
+            "rejected": self.count,
+            "records": self.key,
+            "reasons": f"{self.key}.reasons.csv",
+        }
+
+    def close(self) -> None:
+        self._reasons_text.close()
+        self._raw.close()
+
+
+def _log_file(reader: CsvReader, key: str) -> None:
+    if reader.records == 0:
+        log.warning("file has a header and no records", file=key)
+    if reader.ignored_columns:
+        log.warning(
+            "columns not in the schema are ignored", file=key, columns=reader.ignored_columns
+        )
+    log.info(
+        "parsed file",
+        file=key,
+        rows=reader.rows,
+        rejected=reader.rejected,
+        blank_lines=reader.blank_lines,
+    )
+
+
+def _over_threshold(group: DatasetGroup, parsed, quarantine: list[_Quarantine]) -> list[dict]:
+    """The datasets whose rejects are above the group's thresholds, with a message each."""
+    policy = group.validation
+    failures = []
+    for dtype, (_, sources, _) in parsed.items():
+        rejected = sum(s["rejected"] for s in sources)
+        records = rejected + sum(s["rows"] for s in sources)
+        if not rejected:
+            continue
+        limits = []
+        if rejected > policy.max_reject_fraction * records:
+            limits.append(f"max_reject_fraction {policy.max_reject_fraction:g}")
+        if policy.max_rejected_rows is not None and rejected > policy.max_rejected_rows:
+            limits.append(f"max_rejected_rows {policy.max_rejected_rows}")
+        if not limits:
+            continue
+        q = next(q for q in quarantine if q.dataset_type == dtype and q.count)
+        failures.append(
+            {
+                "dataset_type": dtype,
+                "file": q.file,
+                "reject": q.first,
+                "message": f"{rejected} of {records} {dtype} records rejected "
+                f"({100 * rejected / records:.2f}%), above the dataset group's "
+                f"{' and '.join(limits)} (validation: in configs/dataset_groups/{group.name})",
+            }
+        )
+    return failures
 
 
 def load_snapshot_frames(

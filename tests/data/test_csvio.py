@@ -30,10 +30,10 @@ def test_parses_types_and_optional_columns():
 
 
 def test_header_is_case_insensitive_and_bom_and_crlf_are_accepted():
-    text = "\ufeffuser_id,Item_Id,timestamp,event_type\r\nu1,i1,5,click\r\n"
+    text = "\ufeffuser_id,Item_Id,timestamp,event_type\r\nu1,i1,1700000005,click\r\n"
     df = parse(text)
     assert df["USER_ID"].tolist() == ["u1"]
-    assert df["TIMESTAMP"].tolist() == [5]
+    assert df["TIMESTAMP"].tolist() == [1700000005]
 
 
 def test_quoted_commas_survive():
@@ -79,17 +79,19 @@ def test_header_only_gives_zero_rows():
 
 def test_empty_required_value():
     with pytest.raises(DataError) as err:
-        parse(HEADER + "u1,i1,5,click,1\n,i2,6,click,1\n")
+        parse(HEADER + "u1,i1,1700000005,click,1\n,i2,1700000006,click,1\n")
     assert (err.value.row, err.value.column) == (3, "USER_ID")
 
 
 def test_duplicate_header_column():
     with pytest.raises(DataError, match="names column 'ITEM_ID' twice"):
-        parse("USER_ID,ITEM_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu,i,i,1,click\n")
+        parse("USER_ID,ITEM_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu,i,i,1700000001,click\n")
 
 
 def test_non_utf8_names_the_line():
-    data = (HEADER + "u1,i1,5,click,1\n").encode() + "u2,caf\xe9,6,click,1\n".encode("latin-1")
+    data = (
+        HEADER + "u1,i1,1700000005,click,1\n"
+    ).encode() + "u2,caf\xe9,1700000006,click,1\n".encode("latin-1")
     with pytest.raises(DataError, match="not valid UTF-8") as err:
         parse(data)
     assert err.value.row == 3
@@ -97,6 +99,6 @@ def test_non_utf8_names_the_line():
 
 def test_too_many_fields_is_malformed():
     with pytest.raises(DataError, match="row 3: malformed CSV: 7 fields where the header has 5"):
-        parse(HEADER + "u1,i1,5,click,1\nu1,i1,5,click,1,extra,more\n")
+        parse(HEADER + "u1,i1,1700000005,click,1\nu1,i1,1700000005,click,1,extra,more\n")
     with pytest.raises(DataError, match="row 2: malformed CSV"):
-        parse(HEADER + "u1,i1,5,click,1,extra\n")
+        parse(HEADER + "u1,i1,1700000005,click,1,extra\n")

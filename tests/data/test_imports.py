@@ -151,7 +151,13 @@ def test_bad_file_fails_and_leaves_previous_snapshot(local_storage, group):
         run_import(local_storage, group, "2024-01-03", "FULL")
     assert bad_key in str(err.value) and "row 2" in str(err.value)
     assert err.value.column == "TIMESTAMP"
-    assert sorted(local_storage.find("datasets")) == before
+    assert "1 of 2 interactions records rejected (50.00%)" in str(err.value)
+    # Only the rejects were written; snapshots are as they were.
+    after = sorted(local_storage.find("datasets"))
+    rejects = [k for k in after if "/rejects/" in k]
+    assert sorted(set(after) - set(rejects)) == before
+    raw = next(k for k in rejects if k.endswith("part-00000.csv"))
+    assert local_storage.read_text(raw) == HEADER + "u1,i1,notatime,click,1\n"
     assert list_snapshots(local_storage, "synthetic") == [good["snapshot_id"]]
 
 

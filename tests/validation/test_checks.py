@@ -67,11 +67,15 @@ def test_minimum_data_counts_after_event_filter(local_storage, group):
         validate_snapshot(local_storage, group, sid, event_types=("purchase",))
 
 
-def test_undeclared_event_type_fails(local_storage, group):
+def test_undeclared_event_type_fails_the_import(local_storage, group):
     land(local_storage, n_users=50, per_user=20, event="hover")
-    sid = run_import(local_storage, group, "2024-01-02")["snapshot_id"]
-    with pytest.raises(ValidationError, match="1000 interactions with undeclared EVENT_TYPE"):
-        validate_snapshot(local_storage, group, sid)
+    with pytest.raises(ValidationError) as err:
+        run_import(local_storage, group, "2024-01-02")
+    msg = str(err.value)
+    assert "row 2, column EVENT_TYPE: 'hover' is not a declared EVENT_TYPE" in msg
+    assert "(declared: click, purchase)" in msg
+    assert "1000 of 1000 interactions records rejected (100.00%)" in msg
+    assert local_storage.find("datasets/synthetic/snapshots") == []
 
 
 def test_backfill_does_not_move_pointer_backwards(local_storage, group):
@@ -81,3 +85,85 @@ def test_backfill_does_not_move_pointer_backwards(local_storage, group):
     early = run_import(local_storage, group, "2024-01-03")["snapshot_id"]
     validate_snapshot(local_storage, group, early)
     assert local_storage.read_json(current_pointer("synthetic"))["snapshot_id"] == late
+
+
+def test_report_holds_gx_result_and_one_entry_per_check(local_storage, group, caplog):
+    land(local_storage, n_users=50, per_user=20)
+    sid = run_import(local_storage, group, "2024-01-02")["snapshot_id"]
+    with caplog.at_level("INFO"):
+        validate_snapshot(local_storage, group, sid)
+    prefix = f"datasets/synthetic/snapshots/{sid}"
+    report = local_storage.read_json(f"{prefix}/validation.json")
+    gx = local_storage.read_json(f"{prefix}/gx_result.json")
+    assert gx["interactions"]["success"] is True
+    kinds = {r["expectation_config"]["type"] for r in gx["interactions"]["results"]}
+    assert {
+        "expect_column_values_to_not_be_null",
+        "expect_column_value_lengths_to_be_between",
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_match_regex",
+    } <= kinds
+    assert report["great_expectations"]["success"] == {"interactions": True}
+    assert report["summary"]["failed"] == 0
+    assert all(c["severity"] in ("error", "warning") for c in report["checks"])
+    logged = [r.getMessage() for r in caplog.records if "validation" in r.getMessage()]
+    assert len(logged) == len(report["checks"]) + 1  # one line per check, then the verdict
+    assert any("interactions.minimum_data: found 1000 interactions" in m for m in logged)
+
+
+def test_gx_suite_catches_what_the_import_did_not_see(group):
+    import pandas as pd
+
+    from recsys.validation.suites import run_suites
+
+    frame = pd.DataFrame(
+        {
+            "USER_ID": pd.Series(["u1", "u2"], dtype="string"),
+            "ITEM_ID": pd.Series(["i1", "i" * 300], dtype="string"),
+            "TIMESTAMP": pd.Series([5, 1700000000], dtype="int64"),
+            "EVENT_TYPE": pd.Series(["click", "hover"], dtype="string"),
+            "EVENT_VALUE": pd.Series([1.0, None], dtype="float64"),
+            "IMPRESSION": pd.Series(["a||b", None], dtype="string"),
+        }
+    )
+    checks, results = run_suites(group, {"interactions": frame})
+    failed = {c["check"]: c["message"] for c in checks if not c["passed"]}
+    assert set(failed) == {
+        "interactions.gx.expect_column_value_lengths_to_be_between(ITEM_ID)",
+        "interactions.gx.expect_column_values_to_be_between(TIMESTAMP)",
+        "interactions.gx.expect_column_values_to_be_in_set(EVENT_TYPE)",
+        "interactions.gx.expect_column_values_to_not_match_regex(IMPRESSION)",
+    }
+    assert failed["interactions.gx.expect_column_values_to_be_in_set(EVENT_TYPE)"].startswith(
+        "1 of 2 values unexpected (e.g. 'hover')"
+    )
+    assert results["interactions"]["success"] is False
+
+
+def test_unknown_items_and_quarantined_rows_are_warnings_with_counts(local_storage, group):
+    from recsys import pipeline
+
+    land(local_storage, n_users=50, per_user=20)  # items i0..i49
+    write_drop(
+        local_storage,
+        "synthetic",
+        "items",
+        "2024-01-01",
+        "ITEM_ID,PRICE\n" + "".join(f"i{i},1\n" for i in range(10)) + "i99,notaprice\n",
+    )
+    lenient = DatasetGroup.from_dict(
+        "synthetic", {**group.raw, "validation": {"max_reject_fraction": 0.5}}
+    )
+    sid = run_import(local_storage, lenient, "2024-01-02")["snapshot_id"]
+    result = pipeline.validate("synthetic", sid, storage=local_storage)
+    assert result["passed"] is True
+    assert result["summary"]["rejected"] == {"interactions": 0, "items": 1}
+    assert result["warnings"] == [
+        f"items.rejected_rows: 1 rows quarantined by the import (within the thresholds), in "
+        f"{local_storage.uri(f'datasets/synthetic/rejects/{sid}')}",
+        "interactions.items_known: 800 interactions refer to 40 items missing from the items "
+        "dataset (e.g. i10, i11, i12, i13, i14)",
+    ]
+    # a warning does not stop the pointer
+    assert local_storage.read_json(current_pointer("synthetic"))["snapshot_id"] == sid
