@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -96,6 +97,9 @@ def s3_server(tmp_path_factory):
         "-volume.max=0",
         "-s3",
         f"-s3.port={ports['s3']}",
+        # fixed default ports of optional services would collide between parallel runs
+        "-s3.port.lance=0",
+        "-s3.port.iceberg=0",
         f"-s3.config={config}",
     ]
     log = open(base / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
@@ -127,11 +131,13 @@ def s3_server(tmp_path_factory):
                 time.sleep(0.5)
         yield {"endpoint": endpoint, "key": S3_KEY, "secret": S3_SECRET, "client": client}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
 

@@ -109,7 +109,7 @@ class SequenceModel(nn.Module):
     def encode(self, seq: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """seq (B × L) of item codes (0 = pad, left-padded) → hidden states (B × L × d)."""
         length = seq.shape[1]
-        x = z[seq] * math.sqrt(self.dim) + self.pos_emb.weight[-length:]
+        x = F.embedding(seq, z) * math.sqrt(self.dim) + self.pos_emb.weight[-length:]
         x = self.dropout(x) * (seq > 0).unsqueeze(-1)
         x = self.encoder(x, mask=self.causal[:length, :length], is_causal=True)
         return self.norm(x)
