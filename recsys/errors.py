@@ -85,3 +85,7 @@ class ArtifactError(RecsysError):
     """A model artifact is incompatible (format version) or was tampered with (checksum)."""
 
     exit_code = 6
+
+
+class LockTimeoutError(StorageError):
+    """Another process held a storage lock (a concurrent deploy) for longer than we waited."""

@@ -134,7 +134,7 @@ def test_interrupted_batch_is_redone_and_latest_only_then_moves(local_storage, l
     def crash(*args, **kwargs):
         raise RuntimeError("killed between parts and manifest")
 
-    monkeypatch.setattr(batch_mod, "_advance_latest", crash)
+    monkeypatch.setattr(batch_mod, "advance_latest", crash)
     original_write = local_storage.write_json
 
     def write_json(key, obj):
