@@ -493,7 +493,9 @@ class BatchServer:
                 disallowed |= resolved.exclude_items
             excl_events = self._row_sets(reqs, resolved.exclude_events)
             if excl_events is not None:
-                exclude = [np.concatenate([a, b]) for a, b in zip(exclude, excl_events, strict=True)]
+                exclude = [
+                    np.concatenate([a, b]) for a, b in zip(exclude, excl_events, strict=True)
+                ]
             include_sets = self._row_sets(reqs, resolved.include_events)
             if resolved.include_items is not None and include_sets is None:
                 disallowed |= ~resolved.include_items
@@ -504,7 +506,9 @@ class BatchServer:
                 if resolved.include_items is not None
                 else np.zeros(0, np.int64)
             )
-            for j, (req, u, h, inc) in enumerate(zip(reqs, users, hists, include_sets, strict=True)):
+            for j, (req, u, h, inc) in enumerate(
+                zip(reqs, users, hists, include_sets, strict=True)
+            ):
                 cand = np.union1d(base, inc[inc >= 0])
                 cand = cand[~disallowed[cand] & ~np.isin(cand, exclude[j])]
                 scores = score_items(scorer, u, h, cand)
@@ -556,9 +560,7 @@ class BatchServer:
         scores = score_items(scorer, user, hist, idx[known_pos])
         order = known_pos[np.lexsort((known_pos, -scores))]
         score_of = dict(zip(known_pos.tolist(), scores.tolist(), strict=True))
-        ranked = [items[p] for p in order] + [
-            items[p] for p in np.flatnonzero(keep & (idx < 0))
-        ]
+        ranked = [items[p] for p in order] + [items[p] for p in np.flatnonzero(keep & (idx < 0))]
         ranked_scores = [round(float(score_of[p]), 7) for p in order] + [None] * (
             len(ranked) - len(order)
         )
