@@ -288,6 +288,8 @@ def _blend(
     hi = np.where(finite, rel, -np.inf).max(axis=1, initial=-np.inf)
     lo = np.where(finite, rel, np.inf).min(axis=1, initial=np.inf)
     span = hi - lo
+    rel = np.where(finite, rel, 0.0)
+    lo = np.where(np.isfinite(lo), lo, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel_n = np.where(span[:, None] > 0, (rel - lo[:, None]) / span[:, None], 1.0)
     expl = np.zeros_like(rel)
