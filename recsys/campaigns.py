@@ -286,11 +286,13 @@ def rollback(
     to_version: str | None = None,
     *,
     reason: str = "rollback",
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """Make an earlier deployment live again (default: the one before the live version).
 
     The new history entry copies the earlier entry (version, revision, snapshot, serving
     config, logical date), so batches served from it are the earlier version's exactly.
+    ``request_id`` (e.g. an Airflow run id) makes a retry of the same request a no-op.
     """
     outcome: dict[str, Any] = {}
 
@@ -298,6 +300,9 @@ def rollback(
         if not state:
             raise NotFoundError(f"campaign {campaign!r} has never been deployed")
         live = state["live"]
+        if request_id is not None and live.get("request_id") == request_id:
+            outcome.update(deployed=False, live=live, reason="already rolled back")
+            return None
         earlier = [e for e in state["history"] if e["version_id"] != live["version_id"]]
         if to_version is not None:
             earlier = [e for e in earlier if e["version_id"] == to_version]
@@ -312,10 +317,15 @@ def rollback(
             raise NotFoundError(f"campaign {campaign!r}: no earlier deployment to roll back to")
         target = earlier[-1]
         entry = {
-            **{k: v for k, v in target.items() if k not in ("decision", "rolled_back_from")},
+            **{
+                k: v
+                for k, v in target.items()
+                if k not in ("decision", "rolled_back_from", "request_id")
+            },
             "deployed_at": utcnow_iso(),
             "reason": reason,
             "rolled_back_from": live["version_id"],
+            "request_id": request_id,
         }
         outcome.update(deployed=True, live=entry, reason=reason)
         return _with_entry(campaign, state["solution"], state, entry)

@@ -124,10 +124,15 @@ def promote_version(
 
 
 def rollback_campaign(
-    campaign: str, to_version: str | None = None, storage: Storage | None = None
+    campaign: str,
+    to_version: str | None = None,
+    storage: Storage | None = None,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
+    """Put an earlier deployment back live (default: the one before the live version)."""
     storage = storage or Storage()
-    return {"campaign": campaign, **rollback(storage, campaign, to_version)}
+    out = rollback(storage, campaign, to_version, request_id=request_id)
+    return {"campaign": campaign, **out}
 
 
 def plan_batch(

@@ -214,3 +214,13 @@ def test_malformed_default_filter_is_refused_at_creation():
         CampaignConfig.from_dict(
             {"name": "c", "solution": "s", "filter": "EXCLUDE ItemID WHRE Items.PRICE > 1"}
         )
+
+
+def test_rollback_retry_with_the_same_request_is_a_no_op(local_storage, landed):
+    first = pipeline.run_nightly(CAMPAIGN, f"{landed}T00:00:00+00:00", storage=local_storage)
+    pipeline.run_nightly(CAMPAIGN, after(landed), storage=local_storage, deploy_mode="force")
+    a = rollback(local_storage, CAMPAIGN, request_id="run-1")
+    b = rollback(local_storage, CAMPAIGN, request_id="run-1")  # a retried task
+    assert a["live"]["version_id"] == b["live"]["version_id"] == first["version"]["version_id"]
+    assert b["reason"] == "already rolled back"
+    assert len(campaign_state(local_storage, CAMPAIGN)["history"]) == 3
