@@ -154,7 +154,13 @@ def test_nightly_dag_on_s3_with_airflow_connection(airflow_home, movielens, s3_s
     assert s3_server["secret"] not in out  # credentials never reach the logs
     # the objects are really in the bucket, seen through plain boto3
     listed = s3_server["client"].list_objects_v2(Bucket="recsys-test", Prefix="e2e-dag/campaigns/")
-    assert [o["Key"] for o in listed["Contents"]] == ["e2e-dag/campaigns/movielens.json"]
+    keys = [o["Key"] for o in listed["Contents"]]
+    # The pointer, and the promotion gate's stored decision beside it.
+    assert "e2e-dag/campaigns/movielens.json" in keys
+    assert [k for k in keys if k.startswith("e2e-dag/campaigns/movielens/decisions/")]
+    # No lock is left behind by the deploy or the batch pointer update.
+    locks = s3_server["client"].list_objects_v2(Bucket="recsys-test", Prefix="e2e-dag/locks/")
+    assert not [o["Key"] for o in locks.get("Contents", []) if o["Key"].endswith(".lock")]
     assert pd.Timestamp(storage.read_json("batch/movielens/latest.json")["logical_date"]) == (
         pd.Timestamp(DATE, tz="UTC")
     )
