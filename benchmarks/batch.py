@@ -81,10 +81,10 @@ def gemm_flops(dim: int, repeats: int = 7) -> float:
 
 def users_for(n_items: int) -> int:
     """Enough users for a few seconds of work at each size."""
-    return int(np.clip(8e9 / (n_items * 128), 256, 16384))
+    return int(np.clip(1.6e10 / (n_items * 128), 1024, 16384))
 
 
-def run_one(n_items: int, dim: int, seed: int = 0) -> dict:
+def run_one(n_items: int, dim: int, repeats: int = 3, seed: int = 0) -> dict:
     n_users = users_for(n_items)
     model = SyntheticFactors(n_users, n_items, dim, seed)
     rng = np.random.default_rng(seed + 1)
@@ -92,11 +92,13 @@ def run_one(n_items: int, dim: int, seed: int = 0) -> dict:
     users = np.arange(n_users)
     warm = min(n_users, 256)
     list(recommend(model, users[:warm], seen[:warm], K, exclude=seen[:warm]))
-    t = time.perf_counter()
-    idx = np.concatenate(
-        [i for _, i, _ in recommend(model, users, seen, K, exclude=seen)], axis=0
-    )
-    seconds = time.perf_counter() - t
+    seconds = np.inf
+    for _ in range(repeats):  # best of N: the machine is shared, slow runs are other work
+        t = time.perf_counter()
+        idx = np.concatenate(
+            [i for _, i, _ in recommend(model, users, seen, K, exclude=seen)], axis=0
+        )
+        seconds = min(seconds, time.perf_counter() - t)
     # Exactness on a sample: the dense scores with the same exclusions, exact top-k.
     sample = rng.choice(n_users, min(32, n_users), replace=False)
     dense = model.score(sample, [seen[s] for s in sample]).astype(np.float32)
@@ -108,10 +110,13 @@ def run_one(n_items: int, dim: int, seed: int = 0) -> dict:
     u = np.hstack([model.u[:1024], np.ones((min(1024, n_users), 1), np.float32)])
     v = np.hstack([model.v, model.b[:, None]])
     chunk = CHUNK_ELEMENTS // len(u)
-    t = time.perf_counter()
-    for c0 in range(0, n_items, chunk):
-        u @ v[c0 : c0 + chunk].T
-    mm_users_s = len(u) / (time.perf_counter() - t)
+    mm_seconds = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for c0 in range(0, n_items, chunk):
+            u @ v[c0 : c0 + chunk].T
+        mm_seconds = min(mm_seconds, time.perf_counter() - t)
+    mm_users_s = len(u) / mm_seconds
     return {
         "items": n_items,
         "dim": dim,
@@ -145,11 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.batch", description=__doc__)
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N timed runs")
     parser.add_argument("--record", action="store_true", help="append to docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
     flops = gemm_flops(args.dim)
-    rows = [run_one(n, args.dim) for n in args.items]
+    rows = [run_one(n, args.dim, args.repeats) for n in args.items]
     flops = max(flops, gemm_flops(args.dim))  # the limit is the best rate seen, before or after
     load_after = os.getloadavg()[0]
     text = table(rows, flops)
@@ -167,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{load_before:.1f} before, {load_after:.1f} after (other work was running on "
                 f"the same 2 cores when the load is above ~0.5)\n\n"
                 f"Top-{K}, {SEEN} already-seen items excluded per user, float32, blocked over "
-                f"users and item chunks (no users × items matrix).\n\n{text}\n"
+                f"users and item chunks (no users × items matrix); best of {args.repeats} "
+                f"timed runs.\n\n{text}\n"
             )
     return 0
 

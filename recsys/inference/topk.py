@@ -11,6 +11,7 @@ Non-finite scores (nan, ±inf) are never returned.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -66,7 +67,9 @@ class TopKAccumulator:
         width = c // n_groups
         if n_groups >= k and (kth == NEG_INF).any():
             # The k-th largest of the group maxima: k groups reach it, so k elements do.
-            gmax = scores[:, : n_groups * width].reshape(n, n_groups, width).max(axis=2)
+            # Group j = columns j, j + n_groups, ...: a max over the middle axis is a SIMD
+            # elementwise maximum of rows (a max over short contiguous runs is 5x slower).
+            gmax = scores[:, : n_groups * width].reshape(n, width, n_groups).max(axis=1)
             tau = np.partition(gmax, n_groups - k, axis=1)[:, n_groups - k]
             np.maximum(thr, tau, out=thr)
         flat = np.flatnonzero(scores >= thr[:, None])
@@ -151,12 +154,29 @@ class _Factors:
         self.items = np.ascontiguousarray(
             np.hstack([v, np.asarray(bias, np.float32).reshape(-1, 1)])
         )
-        self.source = (id(item_matrix), id(item_bias))
+        # The arrays themselves (not ids, which a freed array's successor may reuse).
+        self.refs = (item_matrix, item_bias)
+
+    def made_from(self, item_matrix: np.ndarray, item_bias: np.ndarray | None) -> bool:
+        return self.refs[0] is item_matrix and self.refs[1] is item_bias
 
     @staticmethod
     def users(user_vectors: np.ndarray) -> np.ndarray:
         u = np.asarray(user_vectors, dtype=np.float32)
         return np.ascontiguousarray(np.hstack([u, np.ones((len(u), 1), np.float32)]))
+
+
+_PREPARED: weakref.WeakKeyDictionary[Recipe, _Factors] = weakref.WeakKeyDictionary()
+
+
+def _prepared(recipe: Recipe, item_matrix: np.ndarray, item_bias: np.ndarray | None) -> _Factors:
+    """The recipe's augmented item matrix, built once per (recipe, matrix, bias) and reused
+    by every call of a job (one per user group); a changed matrix is prepared again."""
+    cached = _PREPARED.get(recipe)
+    if cached is None or not cached.made_from(item_matrix, item_bias):
+        cached = _Factors(item_matrix, item_bias)
+        _PREPARED[recipe] = cached
+    return cached
 
 
 def _exclusion_pairs(
@@ -211,7 +231,7 @@ def recommend(
     probe = recipe.factors(users[:0], histories[:0]) if n_users else None
     factors = None
     if probe is not None:
-        factors = _Factors(probe[1], probe[2])
+        factors = _prepared(recipe, probe[1], probe[2])
     else:
         block_size = max(1, min(block_size, SCORE_ELEMENTS // max(n_items, 1)))
 
@@ -222,8 +242,8 @@ def recommend(
         acc = TopKAccumulator(stop - start, k)
         if factors is not None:
             u_vec, v_mat, bias = recipe.factors(users[start:stop], hist)
-            if factors.source != (id(v_mat), id(bias)):
-                factors = _Factors(v_mat, bias)
+            if not factors.made_from(v_mat, bias):
+                factors = _prepared(recipe, v_mat, bias)
             u_aug = _Factors.users(u_vec)
             chunk = max(k, chunk_elements // max(stop - start, 1))
             for c0 in range(0, n_items, chunk):
