@@ -179,6 +179,10 @@ def recsys_nightly():
             "already live",
             "live version is newer",
         )
+        if not own and not deployed.get("live"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"nothing is live: {deployed['reason']}")
         with no_retry_on_bad_input():
             spec = pipeline.plan_batch(
                 params["campaign"],
