@@ -29,7 +29,7 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
 @dag(
     dag_id="recsys_rollback",
     schedule=None,
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from recsys import pipeline
 from recsys.data.sources.movielens import load_movielens
 from recsys.data.sources.replay import replay
 from recsys.storage import Storage
@@ -55,9 +56,11 @@ def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def dags_test(home: Path, date: str, **env: str) -> tuple[bool, str]:
+def dags_test(
+    home: Path, date: str, dag_id: str = "recsys_nightly", **env: str
+) -> tuple[bool, str]:
     proc = subprocess.run(
-        [str(BIN / "airflow"), "dags", "test", "recsys_nightly", date],
+        [str(BIN / "airflow"), "dags", "test", dag_id, date],
         env=_airflow_env(home, **env),
         capture_output=True,
         text=True,
@@ -124,6 +127,25 @@ def test_nightly_dag_on_local_storage(airflow_home, movielens, tmp_path):
     assert storage.read_bytes("campaigns/movielens.json") == campaign_before
     assert storage.read_bytes("batch/movielens/latest.json") == latest_before
     assert storage.list("datasets/movielens/snapshots") == snapshots_before
+
+    # A second version deployed by hand; the rollback DAG puts the first one back and rebuilds
+    # the batch from it (sharded), moving `latest`.
+    storage.delete("landing/movielens/interactions/dt=2018-09-25/part-00000.csv")
+    live = first["campaign"]["live"]
+    other = pipeline.train(
+        "movielens-popularity", live["snapshot_id"], "2018-09-26", seed=5, storage=storage
+    )
+    pipeline.deploy_campaign("movielens", other["version_id"], "2018-09-26", storage=storage)
+    ok, out = dags_test(
+        airflow_home, "2018-09-27", "recsys_rollback", RECSYS_STORAGE_URL=str(store)
+    )
+    assert ok, out[-4000:]
+    state = storage.read_json("campaigns/movielens.json")
+    assert state["live"]["version_id"] == live["version_id"]
+    assert state["live"]["rolled_back_from"] == other["version_id"]
+    latest = storage.read_json("batch/movielens/latest.json")
+    assert latest["version_id"] == live["version_id"] and latest["logical_date"] > DATE
+    assert storage.read_json(latest["manifest"])["shards"] == 4
 
 
 @pytest.mark.s3
