@@ -444,11 +444,13 @@ class BatchServer:
         """One output line per request, in order."""
         out: list[str | None] = [None] * len(requests)
         groups: dict[tuple[bool, str], list[int]] = {}
+        ids = [r.user_id if r.error is None else "" for r in requests]
+        positions = self.data_user.get_indexer(pd.Index(ids, dtype=object))
         for i, req in enumerate(requests):
             if req.error is not None:
                 out[i] = _error_line(req.input, req.error)
                 continue
-            du = self.data_user.get_indexer([req.user_id])[0]
+            du = positions[i]
             req.data_user = int(du)
             if req.item_list is not None:
                 out[i] = self._rank(req)

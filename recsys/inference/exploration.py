@@ -5,6 +5,7 @@ An item's exploration score is ``recency × impression_factor``:
 * ``recency = 1 - age / exploration_item_age_cut_off`` for items younger than the cut-off (0
   otherwise: old items are not explored). The age runs from ``CREATION_TIMESTAMP`` or, when
   that is missing, the item's first interaction; an item with neither is brand new (age 0).
+* at most ``MAX_EXPLORED`` items (the highest scores) are explored per job;
 * ``impression_factor = 1 / (1 + unclicked / IMPRESSION_SCALE)``, where ``unclicked`` is how
   often the item was shown (the ``IMPRESSION`` column) minus how often it was interacted with:
   an item shown many times without a click gets less exploration.
@@ -21,6 +22,9 @@ from recsys.data.dataset import Dataset
 from recsys.inference.topk import Exploration
 
 DAY = 86_400.0
+#: Most items explored per job: the best by exploration score (ties: catalogue order). Each
+#: user block scores these items too, so this bounds that extra work (users × MAX_EXPLORED).
+MAX_EXPLORED = 4096
 #: Unclicked impressions that halve an item's exploration score.
 IMPRESSION_SCALE = 10.0
 
@@ -60,6 +64,9 @@ def item_exploration_scores(
     unclicked = np.maximum(shown - clicks, 0.0)
     score = recency / (1.0 + unclicked / IMPRESSION_SCALE)
     items = np.flatnonzero(recency > 0)
+    if len(items) > MAX_EXPLORED:
+        best = items[np.lexsort((items, -score[items]))[:MAX_EXPLORED]]
+        items = np.sort(best)
     return items.astype(np.int64), score[items]
 
 

@@ -228,7 +228,7 @@ def recommend(
             row_keys = np.arange(n_users, dtype=np.uint64)
     masked_cols = None if mask is None or not mask.any() else np.flatnonzero(mask)
 
-    probe = recipe.factors(users[:0], histories[:0]) if n_users else None
+    probe = recipe.factors(users[:1], histories[:1]) if n_users else None
     factors = None
     if probe is not None:
         factors = _prepared(recipe, probe[1], probe[2])

@@ -44,3 +44,21 @@ def test_recency_impressions_and_new_items():
     assert got["shown"] < got["young"]
     assert exploration_for(ids, data, NOW, 0.0, 30).active is False
     assert exploration_for(ids, data, NOW, 0.5, 30).active is True
+
+
+def test_at_most_max_explored_items_the_best_ones(monkeypatch):
+    from recsys.inference import exploration
+
+    monkeypatch.setattr(exploration, "MAX_EXPLORED", 2)
+    items = pd.DataFrame(
+        {
+            "ITEM_ID": ["a", "b", "c", "d"],
+            "CREATION_TIMESTAMP": [NOW - d * DAY for d in (9, 1, 5, 1)],
+        }
+    )
+    inter = pd.DataFrame(
+        {"USER_ID": ["u"], "ITEM_ID": ["a"], "TIMESTAMP": [NOW], "EVENT_TYPE": ["click"]}
+    )
+    ids = np.array(["a", "b", "c", "d"], dtype=object)
+    idx, _ = item_exploration_scores(ids, Dataset(inter, items), NOW, 30)
+    assert ids[idx].tolist() == ["b", "d"]  # the two youngest (tie: catalogue order)
