@@ -60,3 +60,44 @@ def no_retry_on_bad_input():
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def sharded_batch(shards, asset):
+    """Map ``write_batch_shard`` over the planned shards, then ``finalize_batch`` (manifest,
+    ``_SUCCESS``, the ``latest`` pointer) which emits ``asset`` with the batch's location.
+
+    ``shards``: the XComArg of a planning task returning ``[{"spec": ..., "shard": i}, ...]``.
+    Call inside a DAG definition; returns the finalize task's XComArg.
+    """
+    from airflow.sdk import get_current_context, task
+
+    @task
+    def write_batch_shard(shard: dict) -> dict:
+        from recsys import pipeline
+
+        params = get_current_context()["params"]
+        with no_retry_on_bad_input():
+            return pipeline.batch_shard(shard["spec"], shard["shard"], storage(params))
+
+    @task(outlets=[asset])
+    def finalize_batch(shards: list, written: list) -> dict:
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        spec = list(shards)[0]["spec"]
+        with no_retry_on_bad_input():
+            out = pipeline.finalize_batch(spec, storage(ctx["params"]))
+        ctx["outlet_events"][asset].extra = {
+            "batch_id": out["batch_id"],
+            "uri": out["uri"],
+            "users": out["users"],
+        }
+        return out
+
+    written = write_batch_shard.expand(shard=shards)
+    return finalize_batch(shards, written)
+
+
+def shard_list(spec: dict) -> list[dict]:
+    """A batch spec → one mapped-task argument per shard."""
+    return [{"spec": spec, "shard": i} for i in range(spec["shards"])]

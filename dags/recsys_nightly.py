@@ -13,10 +13,16 @@ date (or the `as_of` param), so a retry, a rerun or a backfill writes only its o
   failure stops the run here: the live campaign and the previous snapshot are untouched.
 * *train* / *evaluate*: a solution version of the campaign's solution, with Personalize's
   offline metrics (10% of users held out).
-* *deploy*: the campaign pointer moves to the new version (skipped for a backfill older than
-  the live version, unless `deploy` is `force`).
-* *batch*: recommendations for every user in Personalize's JSON-lines format, then `_SUCCESS`,
-  then the `latest` pointer; publishes the `recsys_batch_<campaign>` Asset.
+* *deploy*: the promotion gate: the campaign pointer moves to the new version only if
+  validation passed and no gate metric is worse than the live version's beyond the campaign's
+  tolerance (and not for a backfill older than the live version). `deploy` = `force` deploys
+  anyway, `block` never; the decision and the numbers are stored under
+  `campaigns/<campaign>/decisions/` and logged.
+* *batch*: planned once, then `write_batch_shard` is mapped over `batch_shards` shards of the
+  users (each writes its parts), and `finalize_batch` writes the manifest, `_SUCCESS`, then the
+  `latest` pointer, and publishes the `recsys_batch_<campaign>` Asset.
+
+Rollback is the `recsys_rollback` DAG (or `recsys campaign rollback`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from _recsys_airflow import CAMPAIGN, as_of, no_retry_on_bad_input, storage
+from _recsys_airflow import (
+    CAMPAIGN,
+    as_of,
+    no_retry_on_bad_input,
+    shard_list,
+    sharded_batch,
+    storage,
+)
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
@@ -64,9 +77,17 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         "hyperparameters": Param({}, type="object", title="Hyperparameter overrides"),
         "deploy": Param(
             "auto",
-            enum=["auto", "force", "skip"],
+            enum=["auto", "force", "block"],
             title="Deploy",
-            description="auto: deploy unless a newer version is live; force; skip",
+            description="auto: the promotion gate decides; force: deploy anyway; block: never",
+        ),
+        "batch_shards": Param(
+            4,
+            type="integer",
+            minimum=1,
+            maximum=1024,
+            title="Batch shards",
+            description="mapped batch tasks (workers share them)",
         ),
         "as_of": Param(
             None,
@@ -135,41 +156,52 @@ def recsys_nightly():
             return pipeline.evaluate(version["solution"], version["version_id"], storage(params))
 
     @task
-    def deploy_campaign(version: dict, evaluated: dict) -> dict:
+    def deploy_campaign(version: dict, evaluated: dict, validated: dict) -> dict:
         from recsys import pipeline
 
         ctx = get_current_context()
         params = ctx["params"]
-        if params["deploy"] == "skip":
-            return {"campaign": params["campaign"], "deployed": False, "reason": "skip param"}
         with no_retry_on_bad_input():
-            return pipeline.deploy_campaign(
+            return pipeline.promote_version(
                 params["campaign"],
                 version["version_id"],
                 as_of(ctx),
-                force=params["deploy"] == "force",
-                storage=storage(params),
+                bool(validated["passed"]),
+                params["deploy"],
+                storage(params),
             )
 
-    @task(outlets=[BATCH_ASSET])
-    def batch_recommendations(version: dict, deployed: dict) -> dict:
+    @task
+    def plan_batch(version: dict, deployed: dict) -> list[dict]:
         from recsys import pipeline
 
         ctx = get_current_context()
         params = ctx["params"]
-        # A backfill serves its own day's version; a skipped deploy serves what is live.
-        version_id = None if params["deploy"] == "skip" else version["version_id"]
+        # The new version when deployed (or a backfill's own version); else what is live.
+        own = deployed["deployed"] or deployed["reason"] in (
+            "already live",
+            "live version is newer",
+        )
+        if not own and not deployed.get("live"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"nothing is live: {deployed['reason']}")
         with no_retry_on_bad_input():
-            return pipeline.batch(
-                params["campaign"], as_of(ctx), version_id, storage=storage(params)
+            spec = pipeline.plan_batch(
+                params["campaign"],
+                as_of(ctx),
+                version["version_id"] if own else None,
+                shards=params["batch_shards"],
+                storage=storage(params),
             )
+        return shard_list(spec)
 
     imported = import_datasets()
     validated = validate_snapshot(imported)
     version = train_solution_version(validated)
     evaluated = evaluate_solution_version(version)
-    deployed = deploy_campaign(version, evaluated)
-    batch_recommendations(version, deployed)
+    deployed = deploy_campaign(version, evaluated, validated)
+    sharded_batch(plan_batch(version, deployed), BATCH_ASSET)
 
 
 recsys_nightly()

@@ -8,13 +8,15 @@ not exist, 5 storage unreachable, 6 incompatible or tampered model artifact.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from recsys import __version__, pipeline
-from recsys.errors import RecsysError
+from recsys.errors import NotFoundError, RecsysError
 from recsys.storage import Storage, json_dumps
 
 
@@ -74,11 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_date(p)
     p.add_argument("--version-id", help="default: the campaign's live version")
     p.add_argument("--num-results", type=int, help="1..500 (default: the campaign's, 25)")
+    p.add_argument(
+        "--input",
+        help="Personalize batch-input JSON lines: a local file (uploaded under batch-inputs/) "
+        "or a key under the storage root; default: every user of the snapshot",
+    )
+    p.add_argument("--filter", help="filter expression (default: the campaign's filter)")
+    p.add_argument(
+        "--filter-values",
+        type=json.loads,
+        default=None,
+        help='JSON, e.g. \'{"GENRE": "\\"Comedy\\""}\' (lines may carry their own)',
+    )
+    p.add_argument("--shards", type=int, default=1, help="split the users into N parts")
 
     p = sub.add_parser("run", help="the whole nightly pipeline in this process (no Airflow)")
     p.add_argument("--campaign", required=True)
     _add_date(p)
     p.add_argument("--mode", choices=["FULL", "INCREMENTAL"], default="FULL")
+    p.add_argument(
+        "--deploy",
+        choices=["auto", "force", "block"],
+        default="auto",
+        help="the promotion gate: auto decides on metrics; force; block",
+    )
 
     p = sub.add_parser("replay", help="write a data set's history as daily landing drops")
     p.add_argument("--source", choices=["movielens", "synthetic"], default="movielens")
@@ -98,11 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", required=True)
     p.add_argument("--users", type=int, default=3)
 
-    p = sub.add_parser("campaign", help="campaign status and deploy history")
+    p = sub.add_parser("campaign", help="campaign status, deploy history, rollback")
     csub = p.add_subparsers(dest="campaign_command", required=True)
     for name, text in (("status", "what is live"), ("history", "every deployment")):
         cp = csub.add_parser(name, help=text)
         cp.add_argument("campaign")
+    cp = csub.add_parser("rollback", help="put an earlier deployment back live")
+    cp.add_argument("campaign")
+    cp.add_argument("--to", dest="to_version", help="version id (default: the previous one)")
+
+    p = sub.add_parser("filter", help="check a filter expression (Personalize syntax)")
+    fsub = p.add_subparsers(dest="filter_command", required=True)
+    fp = fsub.add_parser("check", help="parse an expression; exit 2 with the error position")
+    fp.add_argument("expression")
     return parser
 
 
@@ -136,9 +165,30 @@ def run(args: argparse.Namespace) -> Any:
             storage=storage,
         )
     if cmd == "batch":
-        return pipeline.batch(args.campaign, args.date, args.version_id, args.num_results, storage)
+        return pipeline.batch(
+            args.campaign,
+            args.date,
+            args.version_id,
+            args.num_results,
+            storage,
+            shards=args.shards,
+            input_key=_input_key(storage, args.input),
+            filter_expression=args.filter,
+            filter_values=args.filter_values,
+        )
     if cmd == "run":
-        return pipeline.run_nightly(args.campaign, args.date, args.mode, storage)
+        return pipeline.run_nightly(args.campaign, args.date, args.mode, storage, args.deploy)
+    if cmd == "filter":
+        from recsys.filters import Filter
+
+        f = Filter.parse(args.expression)
+        return {
+            "expression": f.expression,
+            "expressions": [
+                {"action": e.action, "dataset": e.dataset, "params": sorted(e.params)}
+                for e in f.expressions
+            ],
+        }
     if cmd == "replay":
         from recsys.data.sources.replay import replay
 
@@ -165,8 +215,26 @@ def run(args: argparse.Namespace) -> Any:
     if cmd == "campaign":
         if args.campaign_command == "status":
             return pipeline.status(args.campaign, storage)
+        if args.campaign_command == "rollback":
+            return pipeline.rollback_campaign(args.campaign, args.to_version, storage)
         return pipeline.history(args.campaign, storage)
     raise AssertionError(cmd)
+
+
+def _input_key(storage: Storage, path: str | None) -> str | None:
+    """A local input file is uploaded (content-addressed) so shards and reruns can read it."""
+    if path is None:
+        return None
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            body = f.read()
+        key = f"batch-inputs/{hashlib.sha256(body).hexdigest()[:16]}.jsonl"
+        if not storage.exists(key):
+            storage.write_bytes(key, body)
+        return key
+    if not storage.exists(path):
+        raise NotFoundError(f"batch input {path!r}: no such local file nor {storage.uri(path)}")
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -128,15 +128,32 @@ def _merge_overrides(cfg: SolutionConfig, overrides: dict[str, Any]) -> dict[str
     return out
 
 
+#: Metrics the promotion gate compares by default (Personalize's names).
+DEFAULT_GATE_METRICS = (
+    "normalized_discounted_cumulative_gain_at_25",
+    "precision_at_25",
+    "mean_reciprocal_rank_at_25",
+)
+
+
 @dataclass(frozen=True)
 class CampaignConfig:
-    """A campaign: which solution it serves, and its serving config."""
+    """A campaign: which solution it serves, its serving config and its promotion gate.
+
+    ``filter`` (a Personalize filter expression) is parsed when the config is loaded, so a
+    malformed one is refused at creation with its position. ``promotion_tolerance`` is the
+    relative drop of each ``promotion_metrics`` value the gate accepts (0.02 = 2% worse).
+    """
 
     name: str
     solution: str
     num_results: int = 25
     exploration_weight: float = 0.3
     exploration_item_age_cut_off: float = 30.0
+    filter: str | None = None
+    exclude_seen: bool = True
+    promotion_tolerance: float = 0.02
+    promotion_metrics: tuple[str, ...] = DEFAULT_GATE_METRICS
 
     @classmethod
     def load(cls, name: str) -> CampaignConfig:
@@ -144,20 +161,64 @@ class CampaignConfig:
         if "solution" not in raw:
             raise ConfigError(f"campaign {name!r}: missing key 'solution'")
         cfg = raw.get("config") or {}
-        num = int(cfg.get("num_results", 25))
+        gate = raw.get("promotion") or {}
+        return cls.from_dict(
+            {
+                "name": name,
+                "solution": raw["solution"],
+                **cfg,
+                "promotion_tolerance": gate.get("tolerance", 0.02),
+                "promotion_metrics": tuple(gate.get("metrics") or DEFAULT_GATE_METRICS),
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CampaignConfig:
+        from recsys.filters import Filter
+
+        name = raw["name"]
+        num = int(raw.get("num_results", 25))
         if not 1 <= num <= 500:
             raise ConfigError(f"campaign {name!r}: num_results must be 1..500, got {num}")
+        weight = float(raw.get("exploration_weight", 0.3))
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"campaign {name!r}: exploration_weight must be 0..1, got {weight}")
+        cut_off = float(raw.get("exploration_item_age_cut_off", 30.0))
+        if cut_off <= 0:
+            raise ConfigError(f"campaign {name!r}: exploration_item_age_cut_off must be > 0")
+        tolerance = float(raw.get("promotion_tolerance", 0.02))
+        if not 0.0 <= tolerance < 1.0:
+            raise ConfigError(f"campaign {name!r}: promotion tolerance must be in [0, 1)")
+        expression = raw.get("filter") or None
+        if expression is not None:
+            Filter.parse(expression)  # FilterError (a ConfigError) with the position
         return cls(
             name=name,
             solution=raw["solution"],
             num_results=num,
-            exploration_weight=float(cfg.get("exploration_weight", 0.3)),
-            exploration_item_age_cut_off=float(cfg.get("exploration_item_age_cut_off", 30.0)),
+            exploration_weight=weight,
+            exploration_item_age_cut_off=cut_off,
+            filter=expression,
+            exclude_seen=bool(raw.get("exclude_seen", True)),
+            promotion_tolerance=tolerance,
+            promotion_metrics=tuple(raw.get("promotion_metrics") or DEFAULT_GATE_METRICS),
         )
 
     def serving_config(self) -> dict[str, Any]:
+        """What a deployment stores with the version (a rollback restores it too)."""
         return {
             "num_results": self.num_results,
             "exploration_weight": self.exploration_weight,
             "exploration_item_age_cut_off": self.exploration_item_age_cut_off,
+            "filter": self.filter,
+            "exclude_seen": self.exclude_seen,
         }
+
+    def with_serving(self, serving: dict[str, Any]) -> CampaignConfig:
+        """This campaign with a deployment's stored serving config."""
+        return CampaignConfig.from_dict(
+            {
+                **self.__dict__,
+                **{k: v for k, v in serving.items() if k in self.serving_config()},
+            }
+        )

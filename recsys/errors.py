@@ -19,6 +19,22 @@ class ConfigError(RecsysError):
     exit_code = 2
 
 
+class FilterError(ConfigError):
+    """A filter expression is malformed; raised when the filter is created (parsed).
+
+    ``position`` is the 0-based character offset of the problem in ``expression``.
+    """
+
+    def __init__(self, message: str, expression: str, position: int) -> None:
+        self.expression = expression
+        self.position = position
+        self.reason = message
+        super().__init__(
+            f"filter expression, at position {position}: {message}\n"
+            f"  {expression}\n  {' ' * position}^"
+        )
+
+
 class DataError(RecsysError):
     """Input data is unusable: a missing column, an unparsable value, an empty file.
 
@@ -69,3 +85,7 @@ class ArtifactError(RecsysError):
     """A model artifact is incompatible (format version) or was tampered with (checksum)."""
 
     exit_code = 6
+
+
+class LockTimeoutError(StorageError):
+    """Another process held a storage lock (a concurrent deploy) for longer than we waited."""

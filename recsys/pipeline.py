@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsys.campaigns import campaign_state, deploy
+from recsys.campaigns import campaign_state, deploy, promote, rollback
 from recsys.config import CampaignConfig, SolutionConfig
 from recsys.data.imports import run_import
 from recsys.evaluation.run import evaluate_solution_version
 from recsys.ids import as_utc
-from recsys.inference.batch import run_batch
+from recsys.inference import batch as batch_jobs
 from recsys.logs import get_logger
 from recsys.recipes import TrainingOptions
 from recsys.schema import DatasetGroup
@@ -95,9 +95,10 @@ def deploy_campaign(
     version_id: str,
     logical_date: Any,
     force: bool = False,
-    reason: str = "nightly",
+    reason: str = "manual",
     storage: Storage | None = None,
 ) -> dict[str, Any]:
+    """Deploy a version directly (no gate): the CLI's ``deploy``."""
     storage = storage or Storage()
     result = deploy(
         storage,
@@ -110,27 +111,108 @@ def deploy_campaign(
     return {"campaign": campaign, **result}
 
 
+def promote_version(
+    campaign: str,
+    version_id: str,
+    logical_date: Any,
+    validation_passed: bool,
+    mode: str = "auto",
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    """The nightly promotion gate (auto / force / block) and, when it passes, the deploy."""
+    storage = storage or Storage()
+    result = promote(
+        storage,
+        CampaignConfig.load(campaign),
+        version_id,
+        _iso(logical_date),
+        validation_passed=validation_passed,
+        mode=mode,
+    )
+    return {"campaign": campaign, **result}
+
+
+def rollback_campaign(
+    campaign: str,
+    to_version: str | None = None,
+    storage: Storage | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Put an earlier deployment back live (default: the one before the live version)."""
+    storage = storage or Storage()
+    out = rollback(storage, campaign, to_version, request_id=request_id)
+    return {"campaign": campaign, **out}
+
+
+def plan_batch(
+    campaign: str,
+    logical_date: Any,
+    version_id: str | None = None,
+    num_results: int | None = None,
+    shards: int = 1,
+    input_key: str | None = None,
+    filter_expression: str | None = None,
+    filter_values: dict[str, Any] | None = None,
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    """The batch spec (JSON) that :func:`batch_shard` and :func:`finalize_batch` take."""
+    return batch_jobs.plan_batch(
+        storage or Storage(),
+        CampaignConfig.load(campaign),
+        _iso(logical_date),
+        version_id=version_id,
+        num_results=num_results,
+        shards=shards,
+        input_key=input_key,
+        filter_expression=filter_expression,
+        filter_values=filter_values,
+    )
+
+
+def batch_shard(spec: dict[str, Any], shard: int, storage: Storage | None = None) -> dict:
+    out = batch_jobs.run_shard(storage or Storage(), spec, shard)
+    return {"batch_id": spec["batch_id"], "shard": shard, "lines": out["lines"]}
+
+
+def finalize_batch(spec: dict[str, Any], storage: Storage | None = None) -> dict[str, Any]:
+    storage = storage or Storage()
+    manifest = batch_jobs.finalize_batch(storage, spec)
+    return {
+        "campaign": spec["campaign"],
+        "batch_id": manifest["batch_id"],
+        "users": manifest["users"],
+        "errors": manifest["errors"],
+        "uri": storage.uri(spec["prefix"]),
+    }
+
+
 def batch(
     campaign: str,
     logical_date: Any,
     version_id: str | None = None,
     num_results: int | None = None,
     storage: Storage | None = None,
+    shards: int = 1,
+    input_key: str | None = None,
+    filter_expression: str | None = None,
+    filter_values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Plan, run every shard here, finalize (the CLI's ``batch`` and ``run``)."""
     storage = storage or Storage()
-    manifest = run_batch(
+    spec = plan_batch(
+        campaign,
+        logical_date,
+        version_id,
+        num_results,
+        shards,
+        input_key,
+        filter_expression,
+        filter_values,
         storage,
-        CampaignConfig.load(campaign),
-        _iso(logical_date),
-        version_id=version_id,
-        num_results=num_results,
     )
-    return {
-        "campaign": campaign,
-        "batch_id": manifest["batch_id"],
-        "users": manifest["users"],
-        "uri": storage.uri(f"batch/{campaign}/{manifest['batch_id']}"),
-    }
+    for shard in range(spec["shards"]):
+        batch_shard(spec, shard, storage)
+    return finalize_batch(spec, storage)
 
 
 def run_nightly(
@@ -138,16 +220,19 @@ def run_nightly(
     logical_date: Any,
     mode: str = "FULL",
     storage: Storage | None = None,
+    deploy_mode: str = "auto",
 ) -> dict[str, Any]:
     """import → validate → train → evaluate → deploy → batch, in one process (no Airflow)."""
     storage = storage or Storage()
     camp = CampaignConfig.load(campaign)
     sol = SolutionConfig.load(camp.solution)
     imp = import_datasets(sol.dataset_group, logical_date, mode, storage)
-    validate(sol.dataset_group, imp["snapshot_id"], sol.name, storage)
+    val = validate(sol.dataset_group, imp["snapshot_id"], sol.name, storage)
     ver = train(sol.name, imp["snapshot_id"], logical_date, storage=storage)
     ev = evaluate(sol.name, ver["version_id"], storage)
-    dep = deploy_campaign(campaign, ver["version_id"], logical_date, storage=storage)
+    dep = promote_version(
+        campaign, ver["version_id"], logical_date, val["passed"], deploy_mode, storage
+    )
     out = batch(campaign, logical_date, version_id=ver["version_id"], storage=storage)
     return {"import": imp, "version": ver, "metrics": ev["metrics"], "deploy": dep, "batch": out}
 

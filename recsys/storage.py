@@ -233,6 +233,43 @@ class Storage:
             raise StorageError(f"cannot read {self.uri(key)}: {exc}") from exc
         return h.hexdigest(), size
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist yet: True if this call created it.
+
+        The compare-and-swap under campaign locks. On disk: write a temporary file and
+        ``os.link`` it to the key (atomic, fails if the key exists, unlike ``os.replace``). On
+        S3: a conditional PUT with ``If-None-Match: *`` (AWS S3, MinIO and SeaweedFS answer
+        412 Precondition Failed when the object exists).
+        """
+        path = self.path(key)
+        try:
+            if self.protocol == "file":
+                directory = os.path.dirname(path)
+                os.makedirs(directory, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+                finally:
+                    os.unlink(tmp)
+                return True
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if _is_precondition_failed(exc):
+                    return False
+                raise
+            return True
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.uri(key)}: {exc}") from exc
+
     def delete_prefix(self, prefix: str) -> None:
         """Remove everything below ``prefix`` (a rerun clearing its own run-stamped outputs)."""
         path = self.path(prefix)
@@ -290,6 +327,27 @@ class Storage:
         from safetensors.numpy import load
 
         return load(self.read_bytes(key))
+
+
+def _is_precondition_failed(exc: BaseException) -> bool:
+    """True for S3's answer to a conditional write whose condition failed (HTTP 412/409)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
+                409,
+                412,
+            ):
+                return True
+        if "PreconditionFailed" in str(e) or "Precondition Failed" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def json_dumps(obj: Any) -> str:

@@ -166,6 +166,19 @@ def synthetic_data():
     return generate(n_users=120, n_items=150, n_interactions=3000, days=40, seed=7)
 
 
+@pytest.fixture
+def landed(local_storage, synthetic_data):
+    """The synthetic data set replayed into local storage as 10 daily drops; the last day."""
+    import pandas as pd
+
+    from recsys.data.sources.replay import replay
+
+    ts = synthetic_data.interactions["TIMESTAMP"].max()
+    until = pd.to_datetime(ts, unit="s", utc=True).date()
+    replay(local_storage, synthetic_data, "synthetic", until, days=10)
+    return until
+
+
 def write_drop(storage, dataset_group: str, dataset_type: str, day: str, text: str) -> str:
     """Land one CSV drop as ``dt=day`` and return its key."""
     key = f"landing/{dataset_group}/{dataset_type}/dt={day}/part-00000.csv"

@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     "replay",
     "convert",
     "report",
+    "filter",
 ]
 
 
@@ -76,6 +77,29 @@ def test_stages_from_the_command_line(tmp_path, synthetic_data, capsys):
     code, out, _ = run("report", "--campaign", "synthetic")
     assert code == 0 and f"live version {version}" in out
 
+    # Batch from a local JSON-lines file, with a job-level filter and a bad line.
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"userId": "u1"}\n{"user": 1}\n{"userId": "nobody"}\n')
+    code, out, _ = run(
+        "batch", "--campaign", "synthetic", "--date", date, "--input", str(inp),
+        "--filter", "EXCLUDE ItemID WHERE Items.PRICE > $MAX", "--filter-values",
+        '{"MAX": "30"}', "--shards", "2",
+    )  # fmt: skip
+    done = json.loads(out)
+    assert code == 0 and done["users"] == 3 and done["errors"] == 1
+
+    # A second version deployed by hand, then rolled back from the command line.
+    code, out, _ = run(
+        "train", "--solution", "synthetic-popularity", "--snapshot", snap, "--date", date,
+        "--seed", "9",
+    )  # fmt: skip
+    other = json.loads(out)["version_id"]
+    assert run("deploy", "--campaign", "synthetic", "--version-id", other, "--date", date)[0] == 0
+    code, out, _ = run("campaign", "rollback", "synthetic")
+    assert code == 0 and json.loads(out)["live"]["version_id"] == version
+    code, _, err = run("campaign", "rollback", "synthetic", "--to", "v-nope")
+    assert code == 4 and "not an earlier deployment" in err
+
 
 def test_exit_codes(tmp_path, capsys):
     store = str(tmp_path / "empty")
@@ -87,3 +111,7 @@ def test_exit_codes(tmp_path, capsys):
     )
     assert code == 3  # no data
     assert "no interactions files visible" in capsys.readouterr().err
+    assert main(["filter", "check", "EXCLUDE ItemID WHERE Items.PRICE >> 1"]) == 2
+    assert "at position 34" in capsys.readouterr().err
+    assert main(["filter", "check", "INCLUDE ItemID WHERE Items.GENRES IN ($G)"]) == 0
+    assert '"params": [\n        "G"\n      ]' in capsys.readouterr().out

@@ -5,27 +5,14 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import pandas as pd
 import pytest
 
 from recsys import pipeline
 from recsys.campaigns import campaign_state
-from recsys.data.sources.replay import replay
 from recsys.errors import DataError, NotFoundError
 from recsys.inference.batch import latest_key
 
 CAMPAIGN = "synthetic"
-
-
-def _last_day(data):
-    return pd.to_datetime(data.interactions["TIMESTAMP"].max(), unit="s", utc=True).date()
-
-
-@pytest.fixture
-def landed(local_storage, synthetic_data):
-    until = _last_day(synthetic_data)
-    replay(local_storage, synthetic_data, "synthetic", until, days=10)
-    return until
 
 
 def after(day) -> str:
@@ -134,7 +121,7 @@ def test_interrupted_batch_is_redone_and_latest_only_then_moves(local_storage, l
     def crash(*args, **kwargs):
         raise RuntimeError("killed between parts and manifest")
 
-    monkeypatch.setattr(batch_mod, "_advance_latest", crash)
+    monkeypatch.setattr(batch_mod, "advance_latest", crash)
     original_write = local_storage.write_json
 
     def write_json(key, obj):

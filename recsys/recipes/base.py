@@ -71,6 +71,19 @@ class Recipe(ABC):
         ``histories[i]`` holds user i's item indices in time order (possibly empty).
         """
 
+    def factors(
+        self, users: np.ndarray, histories: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """Optional fast path: ``(user_vectors, item_matrix, item_bias)`` with
+        ``score(users, histories) == user_vectors @ item_matrix.T + item_bias``.
+
+        ``user_vectors``: len(users) × d; ``item_matrix``: n_items × d (the same object on every
+        call, so inference prepares it once); ``item_bias``: n_items or None. Inference then
+        scores item chunks with a blocked float32 matmul instead of a dense users × items block.
+        The default, None, means "use :meth:`score`".
+        """
+        return None
+
     @abstractmethod
     def tensors(self) -> dict[str, np.ndarray]:
         """Learned parameters to save."""

@@ -21,6 +21,7 @@ class PopularityCount(Recipe):
         super().__init__(**hyperparameters)
         #: Share of training interactions per item (sums to 1 over the catalogue).
         self.item_scores = np.zeros(0, dtype=np.float32)
+        self._no_factors = np.zeros((0, 0), dtype=np.float32)
 
     def fit(self, data: Dataset, options: TrainingOptions) -> PopularityCount:
         counts = np.bincount(data.item_codes, minlength=data.n_items).astype(np.float64)
@@ -32,6 +33,12 @@ class PopularityCount(Recipe):
 
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self.item_scores, (len(users), len(self.item_scores))).copy()
+
+    def factors(self, users: np.ndarray, histories: Sequence[np.ndarray]):
+        """Zero-dimensional factors: the score is the item bias alone."""
+        if self._no_factors.shape[0] != len(self.item_scores):
+            self._no_factors = np.zeros((len(self.item_scores), 0), dtype=np.float32)
+        return np.zeros((len(users), 0), np.float32), self._no_factors, self.item_scores
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {"item_scores": self.item_scores}

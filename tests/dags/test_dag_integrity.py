@@ -93,6 +93,21 @@ def test_nightly_dag_shape_and_params(parsed):
         "train_solution_version",
         "evaluate_solution_version",
         "deploy_campaign",
-        "batch_recommendations",
+        "plan_batch",
+        "write_batch_shard",
+        "finalize_batch",
     ]
-    assert {"campaign", "import_mode", "training_mode", "deploy", "as_of"} <= set(dag["params"])
+    assert {"campaign", "import_mode", "training_mode", "deploy", "as_of", "batch_shards"} <= set(
+        dag["params"]
+    )
+
+
+def test_rollback_dag_shape(parsed):
+    dag = parsed["dags"]["recsys_rollback"]
+    assert list(dag["tasks"]) == [
+        "rollback_campaign",
+        "plan_batch",
+        "write_batch_shard",
+        "finalize_batch",
+    ]
+    assert {"campaign", "to_version", "batch_shards"} <= set(dag["params"])

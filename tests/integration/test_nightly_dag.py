@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from recsys import pipeline
 from recsys.data.sources.movielens import load_movielens
 from recsys.data.sources.replay import replay
 from recsys.storage import Storage
@@ -66,17 +67,17 @@ TINY_UP = {
 }
 
 
-def dags_test(home: Path, date: str, conf: dict | None = None, **env: str) -> tuple[bool, str]:
+def dags_test(
+    home: Path,
+    date: str,
+    conf: dict | None = None,
+    dag_id: str = "recsys_nightly",
+    **env: str,
+) -> tuple[bool, str]:
+    if conf is None:
+        conf = TINY_UP if dag_id == "recsys_nightly" else {}
     proc = subprocess.run(
-        [
-            str(BIN / "airflow"),
-            "dags",
-            "test",
-            "recsys_nightly",
-            date,
-            "-c",
-            json.dumps(conf if conf is not None else TINY_UP),
-        ],
+        [str(BIN / "airflow"), "dags", "test", dag_id, date, "-c", json.dumps(conf)],
         env=_airflow_env(home, **env),
         capture_output=True,
         text=True,
@@ -148,6 +149,31 @@ def test_nightly_dag_on_local_storage(airflow_home, movielens, tmp_path):
     assert storage.read_bytes("batch/movielens/latest.json") == latest_before
     assert storage.list("datasets/movielens/snapshots") == snapshots_before
 
+    # A second version deployed by hand; the rollback DAG puts the first one back and rebuilds
+    # the batch from it (sharded), moving `latest`.
+    storage.delete("landing/movielens/interactions/dt=2018-09-25/part-00000.csv")
+    live = first["campaign"]["live"]
+    other = pipeline.train(
+        "movielens-up",
+        live["snapshot_id"],
+        "2018-09-26",
+        "FULL",
+        {"recipe": "popularity-count"},
+        seed=5,
+        storage=storage,
+    )
+    pipeline.deploy_campaign("movielens", other["version_id"], "2018-09-26", storage=storage)
+    ok, out = dags_test(
+        airflow_home, "2018-09-27", dag_id="recsys_rollback", RECSYS_STORAGE_URL=str(store)
+    )
+    assert ok, out[-4000:]
+    state = storage.read_json("campaigns/movielens.json")
+    assert state["live"]["version_id"] == live["version_id"]
+    assert state["live"]["rolled_back_from"] == other["version_id"]
+    latest = storage.read_json("batch/movielens/latest.json")
+    assert latest["version_id"] == live["version_id"] and latest["logical_date"] > DATE
+    assert storage.read_json(latest["manifest"])["shards"] == 4
+
 
 @pytest.mark.s3
 def test_nightly_dag_on_s3_with_airflow_connection(airflow_home, movielens, s3_server):
@@ -182,7 +208,13 @@ def test_nightly_dag_on_s3_with_airflow_connection(airflow_home, movielens, s3_s
     assert s3_server["secret"] not in out  # credentials never reach the logs
     # the objects are really in the bucket, seen through plain boto3
     listed = s3_server["client"].list_objects_v2(Bucket="recsys-test", Prefix="e2e-dag/campaigns/")
-    assert [o["Key"] for o in listed["Contents"]] == ["e2e-dag/campaigns/movielens.json"]
+    keys = [o["Key"] for o in listed["Contents"]]
+    # The pointer, and the promotion gate's stored decision beside it.
+    assert "e2e-dag/campaigns/movielens.json" in keys
+    assert [k for k in keys if k.startswith("e2e-dag/campaigns/movielens/decisions/")]
+    # No lock is left behind by the deploy or the batch pointer update.
+    locks = s3_server["client"].list_objects_v2(Bucket="recsys-test", Prefix="e2e-dag/locks/")
+    assert not [o["Key"] for o in locks.get("Contents", []) if o["Key"].endswith(".lock")]
     assert pd.Timestamp(storage.read_json("batch/movielens/latest.json")["logical_date"]) == (
         pd.Timestamp(DATE, tz="UTC")
     )
