@@ -15,7 +15,7 @@ import json
 import os
 import posixpath
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import IO, Any
 
@@ -165,19 +165,7 @@ class Storage:
         path = self.path(key)
         try:
             if self.protocol == "file":
-                directory = os.path.dirname(path)
-                os.makedirs(directory, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, path)
-                except BaseException:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                    raise
+                _replace_with(path, _write_temp(path, lambda f: f.write(data)))
             else:
                 self.fs.pipe_file(path, data)
         except OSError as exc:
@@ -200,19 +188,7 @@ class Storage:
 
         try:
             if self.protocol == "file":
-                directory = os.path.dirname(path)
-                os.makedirs(directory, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        copy(f)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, path)
-                except BaseException:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                    raise
+                _replace_with(path, _write_temp(path, copy))
             else:
                 with self.fs.open(path, "wb") as f:
                     copy(f)
@@ -244,15 +220,9 @@ class Storage:
         path = self.path(key)
         try:
             if self.protocol == "file":
-                directory = os.path.dirname(path)
-                os.makedirs(directory, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+                tmp = _write_temp(path, lambda f: f.write(data))
                 try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.link(tmp, path)
+                    os.link(tmp, path)  # unlike os.replace, fails when the key exists
                 except FileExistsError:
                     return False
                 finally:
@@ -348,6 +318,32 @@ def _is_precondition_failed(exc: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+def _write_temp(path: str, fill: Callable[[IO[bytes]], Any]) -> str:
+    """A fsynced temporary file beside ``path`` filled by ``fill``; returns its path."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _replace_with(path: str, tmp: str) -> None:
+    """Atomically put ``tmp`` at ``path`` (readers see the old or the new file)."""
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def json_dumps(obj: Any) -> str:
