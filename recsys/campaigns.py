@@ -190,9 +190,13 @@ def deploy(
     force: bool = False,
     reason: str = "nightly",
     revision: str | None = None,
+    snapshot_id: str | None = None,
 ) -> dict[str, Any]:
-    """Point the campaign at ``version_id``. Returns {deployed, live, reason}."""
+    """Point the campaign at ``version_id`` (or a revision of it, served with the revision's
+    ``snapshot_id``). Returns {deployed, live, reason}."""
     version = read_version(storage, campaign.solution, version_id)
+    if snapshot_id is not None:
+        version = {**version, "snapshot_id": snapshot_id}
     outcome: dict[str, Any] = {}
     change = _deploy_change(
         campaign,
