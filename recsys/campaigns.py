@@ -307,7 +307,9 @@ def rollback(
         if request_id is not None and live.get("request_id") == request_id:
             outcome.update(deployed=False, live=live, reason="already rolled back")
             return None
-        earlier = [e for e in state["history"] if e["version_id"] != live["version_id"]]
+        # an entry = (version, revision): a bad 2-hourly revision rolls back to its version
+        here = (live["version_id"], live.get("revision"))
+        earlier = [e for e in state["history"] if (e["version_id"], e.get("revision")) != here]
         if to_version is not None:
             earlier = [e for e in earlier if e["version_id"] == to_version]
             if not earlier:

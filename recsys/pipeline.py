@@ -303,9 +303,7 @@ def run_update(
     imp = import_datasets(sol.dataset_group, logical_date, "INCREMENTAL", storage)
     val = validate(sol.dataset_group, imp["snapshot_id"], sol.name, storage)
     rev = update_items(campaign, imp["snapshot_id"], logical_date, storage)
-    dep = deploy_update(
-        campaign, rev["version_id"], rev["revision_id"], logical_date, storage
-    )
+    dep = deploy_update(campaign, rev["version_id"], rev["revision_id"], logical_date, storage)
     out = {"skipped": False, "import": imp, "validation": val, "revision": rev, "deploy": dep}
     if refresh_batch and dep["deployed"]:
         out["batch"] = batch(campaign, logical_date, storage=storage)

@@ -87,9 +87,7 @@ def build_revision(
     if version_id is None:
         version_id = campaign_state(storage, campaign.name)["live"]["version_id"]
     version = read_version(storage, solution, version_id)
-    revision_id = stamped_id(
-        logical_date, version_id, snapshot_id, options.to_dict(), __version__
-    )
+    revision_id = stamped_id(logical_date, version_id, snapshot_id, options.to_dict(), __version__)
     prefix = revision_prefix(solution, version_id, revision_id)
     if storage.exists(f"{prefix}/revision.json"):
         log.info("revision already complete: reusing it", revision_id=revision_id)
@@ -150,8 +148,9 @@ def check_revision(storage: Storage, revision: dict[str, Any]) -> dict[str, Any]
     recipe, _ = load_model(storage, prefix)
     n = len(recipe.item_ids)
     if n != revision["n_items"]:
-        raise ArtifactError(f"revision {revision['revision_id']}: {n} items, expected "
-                            f"{revision['n_items']}")
+        raise ArtifactError(
+            f"revision {revision['revision_id']}: {n} items, expected {revision['n_items']}"
+        )
     data = Dataset.load(storage, revision["dataset_group"], revision["snapshot_id"])
     to_model = recipe_index(recipe.item_ids, data.item_ids)
     histories = [to_model[h] for h in data.user_histories()]

@@ -40,9 +40,13 @@ class NewItemOptions:
         if self.k < 1:
             raise ConfigError(f"update.k must be >= 1, got {self.k}")
         if not -1.0 <= self.min_similarity <= 1.0:
-            raise ConfigError(f"update.min_similarity must be in [-1, 1], got {self.min_similarity}")
+            raise ConfigError(
+                f"update.min_similarity must be in [-1, 1], got {self.min_similarity}"
+            )
         if self.weighting not in WEIGHTINGS:
-            raise ConfigError(f"update.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+            raise ConfigError(
+                f"update.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}"
+            )
         if self.temperature <= 0:
             raise ConfigError("update.temperature must be > 0")
 
@@ -77,8 +81,10 @@ def nearest_neighbours(
     K = _normalise(known[pool])
     for a in range(0, m, BLOCK):
         S = _normalise(new[a : a + BLOCK]) @ K.T  # block × pool
-        part = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < S.shape[1] else np.tile(
-            np.arange(S.shape[1]), (len(S), 1)
+        part = (
+            np.argpartition(-S, k - 1, axis=1)[:, :k]
+            if k < S.shape[1]
+            else np.tile(np.arange(S.shape[1]), (len(S), 1))
         )
         top = np.take_along_axis(S, part, 1)
         order = np.lexsort((part, -top), axis=1)  # by similarity, then index
@@ -106,7 +112,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
 
 
-def prior_row(emb: np.ndarray, bias: np.ndarray, popularity: np.ndarray) -> tuple[np.ndarray, float]:
+def prior_row(
+    emb: np.ndarray, bias: np.ndarray, popularity: np.ndarray
+) -> tuple[np.ndarray, float]:
     """The fallback: popularity-weighted mean embedding and the median bias."""
     p = np.asarray(popularity, dtype=np.float64)
     if p.sum() <= 0:

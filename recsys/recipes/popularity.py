@@ -46,9 +46,7 @@ class PopularityCount(Recipe):
 
         new_ids = np.asarray(new_ids, dtype=object)
         self.item_ids = np.concatenate([np.asarray(self.item_ids, dtype=object), new_ids])
-        self.item_scores = np.concatenate(
-            [self.item_scores, np.zeros(len(new_ids), np.float32)]
-        )
+        self.item_scores = np.concatenate([self.item_scores, np.zeros(len(new_ids), np.float32)])
         return report(new_ids, np.zeros(len(new_ids), bool), {}, method="exploration")
 
     def tensors(self) -> dict[str, np.ndarray]:

@@ -113,7 +113,10 @@ def test_revision_artifact_round_trips(trained, tmp_path):
 
 def test_recipes_without_metadata_add_items_for_exploration():
     data = cluster_catalogue()
-    for recipe in (PopularityCount().fit(data, TrainingOptions()), Sims().fit(data, TrainingOptions())):
+    for recipe in (
+        PopularityCount().fit(data, TrainingOptions()),
+        Sims().fit(data, TrainingOptions()),
+    ):
         n = data.n_items
         report = recipe.add_items(np.array(["x", "y"], dtype=object), None, NewItemOptions())
         assert report["added"] == 2 and report["method"] == "exploration"
@@ -140,8 +143,9 @@ def test_neighbours_floor_weighting_and_ties():
     assert list(idx[0]) == [0, 3]  # tie at cos 1 → lower index first
     np.testing.assert_allclose(w[0], [0.5, 0.5])
     assert w[1].sum() == 0  # nothing above the floor → the prior
-    idx, w = nearest_neighbours(known, new[:1], ok, NewItemOptions(k=3, weighting="uniform",
-                                                                  min_similarity=0.0))
+    idx, w = nearest_neighbours(
+        known, new[:1], ok, NewItemOptions(k=3, weighting="uniform", min_similarity=0.0)
+    )
     np.testing.assert_allclose(w[0], [1 / 3] * 3)
     with pytest.raises(ConfigError):
         NewItemOptions(weighting="random")
