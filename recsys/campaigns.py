@@ -165,6 +165,11 @@ def _deploy_change(
 
     def change(state: dict | None) -> dict | None:
         live = state["live"] if state else None
+        if revision is not None and (live is None or live["version_id"] != version_id):
+            # a revision extends the version that was live when it was built; if the nightly
+            # (or a rollback) moved the campaign since, the revision is stale
+            outcome.update(deployed=False, live=live, reason="revision of a version not live")
+            return None
         if live and live["version_id"] == version_id and live.get("revision") == revision:
             outcome.update(deployed=False, live=live, reason="already live")
             return None

@@ -145,3 +145,20 @@ def test_user_personalization_update_end_to_end(local_storage, landed, tmp_path,
         f"{revision_prefix('synthetic-up', rev['version_id'], rev['revision_id'])}/revision.json"
     )
     assert stored["options"]["k"] == 5 and stored["n_items"] == stored["n_items_before"] + 2
+
+
+def test_revision_of_a_version_no_longer_live_is_not_deployed(local_storage, nightly):
+    date, night = nightly
+    land_new_items(local_storage)
+    when = two_hours_later(date)
+    snap = pipeline.import_datasets("synthetic", when, "INCREMENTAL", local_storage)
+    pipeline.validate("synthetic", snap["snapshot_id"], None, local_storage)
+    rev = pipeline.update_items(CAMPAIGN, snap["snapshot_id"], when, local_storage)
+    # meanwhile another version goes live (the nightly of a later day, say)
+    other = pipeline.train("synthetic-popularity", snap["snapshot_id"], when, storage=local_storage)
+    pipeline.deploy_campaign(CAMPAIGN, other["version_id"], when, storage=local_storage)
+    out = pipeline.deploy_update(
+        CAMPAIGN, rev["version_id"], rev["revision_id"], when, local_storage
+    )
+    assert out["deployed"] is False and out["reason"] == "revision of a version not live"
+    assert campaign_state(local_storage, CAMPAIGN)["live"]["version_id"] == other["version_id"]
