@@ -20,6 +20,7 @@ genres/titles; hidden_dimension 149, Personalize's default) and the revision's s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from benchmarks.quality import UP_DEFAULTS
 from recsys.data.dataset import Dataset
 from recsys.data.sources.movielens import load_movielens
 from recsys.evaluation.loo import rank_metrics
+from recsys.ids import digest
 from recsys.recipes import TrainingOptions, UserPersonalization
 from recsys.recipes.cold import NewItemOptions
 from recsys.recipes.features import encode_features, fit_features
@@ -113,13 +115,30 @@ def evaluate(recipe, catalogue, hists, targets, is_new) -> dict[str, float]:
     return out
 
 
-def with_new_items(base_state, hp, new_ids, items, mode: str, seed: int):
+def fit_cached(hp, data, seed, cache: str | None, name: str):
+    """Train, or load the model a previous run with the same --cache saved (iteration aid)."""
+    from recsys.recipes import load_model
+
+    store = Storage(cache) if cache else None
+    key = f"{name}-{digest(hp, seed)}"
+    if store is not None and store.exists(f"{key}/model.json"):
+        rec, meta = load_model(store, key)
+        return rec, float(meta["train_seconds"])
+    t = time.perf_counter()
+    rec = UserPersonalization(**hp).fit(data, TrainingOptions(seed=seed))
+    seconds = time.perf_counter() - t
+    if store is not None:
+        rec.save(store, key, extra={"train_seconds": seconds})
+    return rec, seconds
+
+
+def with_new_items(base_state, hp, new_ids, items, mode: str, seed: int, options=None):
     """A copy of the before-T model with new items added by ``mode`` (neighbours / random)."""
     rec = UserPersonalization(**hp)
     rec.item_ids, rec.user_ids = base_state["item_ids"], base_state["user_ids"]
     rec.load_state(base_state["tensors"], base_state["state"])
     t = time.perf_counter()
-    report = rec.add_items(new_ids, items, NewItemOptions())
+    report = rec.add_items(new_ids, items, options or NewItemOptions())
     seconds = time.perf_counter() - t
     if mode == "random":
         g = torch.Generator().manual_seed(seed)
@@ -149,9 +168,7 @@ def quality(args) -> list[str]:
     print(header, flush=True)
     hp = {**UP_DEFAULTS, "use_metadata": True, "max_training_minutes": args.budget_min, **args.hp}
     rows = []
-    t = time.perf_counter()
-    base = UserPersonalization(**hp).fit(before_t, TrainingOptions(seed=args.seed))
-    train_s = time.perf_counter() - t
+    base, train_s = fit_cached(hp, before_t, args.seed, args.cache, "before-T")
     print(f"trained before T: {train_s:.0f}s, {base.epochs_trained} epochs", flush=True)
     state = {
         "item_ids": base.item_ids,
@@ -162,16 +179,23 @@ def quality(args) -> list[str]:
     items_t2 = upto_t2.items
     rows.append(("(a) no update", evaluate(base, catalogue, hists, targets, is_new), "—"))
     print(rows[-1], flush=True)
-    for label, mode in (("(b) random init", "random"), ("(c) neighbour init", "neighbours")):
-        rec, report, secs = with_new_items(state, hp, new_ids, items_t2, mode, args.seed)
+    variants = [("(b) random init", "random", None), ("(c) neighbour init", "neighbours", None)]
+    if args.ablation:
+        variants.append(
+            (
+                "(c') neighbour init, no norm rescale",
+                "neighbours",
+                NewItemOptions(preserve_norm=False),
+            )
+        )
+    for label, mode, opts in variants:
+        rec, report, secs = with_new_items(state, hp, new_ids, items_t2, mode, args.seed, opts)
         note = f"{secs:.2f}s to add {len(new_ids)} items"
         if mode == "neighbours":
             note += f"; {report['from_neighbours']} by neighbours, {report['fallback']} prior"
         rows.append((label, evaluate(rec, catalogue, hists, targets, is_new), note))
         print(rows[-1], flush=True)
-    t = time.perf_counter()
-    full = UserPersonalization(**hp).fit(upto_t2, TrainingOptions(seed=args.seed))
-    full_s = time.perf_counter() - t
+    full, full_s = fit_cached(hp, upto_t2, args.seed, args.cache, "upto-T2")
     rows.append(
         (
             "(d) full retraining to T2",
@@ -250,8 +274,6 @@ def speed(args) -> list[str]:
 
 
 def main(argv=None) -> int:
-    import json
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=str(REPO / "data" / "ml-latest-small"))
     p.add_argument("--format", default=None)
@@ -263,6 +285,8 @@ def main(argv=None) -> int:
     p.add_argument("--speed", nargs="*", default=["100000:1000", "100000:10000"])
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--cache", default=None, help="directory to save/reuse trained models")
+    p.add_argument("--ablation", action="store_true", help="also (c) without norm rescale")
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")

@@ -35,6 +35,9 @@ class NewItemOptions:
     #: ``similarity`` (w ∝ cos), ``softmax`` (w ∝ exp(cos / temperature)) or ``uniform``.
     weighting: str = "similarity"
     temperature: float = 0.1
+    #: Rescale a neighbour mean to the neighbours' mean norm: averaging k vectors shrinks
+    #: the norm, which would rank every new item as a bland "average" item.
+    preserve_norm: bool = True
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -104,6 +107,19 @@ def nearest_neighbours(
         idx[a : a + len(S)] = pool[part]
         w[a : a + len(S)] = wb
     return idx, w
+
+
+def weighted_mean(
+    vectors: np.ndarray, idx: np.ndarray, w: np.ndarray, preserve_norm: bool
+) -> np.ndarray:
+    """Σ w·vectors[idx] per row; optionally rescaled to Σ w·‖vectors[idx]‖."""
+    rows = vectors[idx]  # m × k × d
+    mean = np.einsum("mk,mkd->md", w, rows)
+    if preserve_norm:
+        target = (w * np.linalg.norm(rows, axis=2)).sum(axis=1, keepdims=True)
+        norm = np.linalg.norm(mean, axis=1, keepdims=True)
+        mean = mean * np.divide(target, norm, out=np.ones_like(norm), where=norm > 0)
+    return mean.astype(np.float32)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

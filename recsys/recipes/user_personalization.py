@@ -473,7 +473,7 @@ class UserPersonalization(Recipe):
             known_ok = usable_metadata(self.features)
             idx, w = cold.nearest_neighbours(f_known, f_new, known_ok, options)
             found = usable & (w.sum(axis=1) > 0)
-            e_new[found] = np.einsum("mk,mkd->md", w[found], E[idx[found]])
+            e_new[found] = cold.weighted_mean(E, idx[found], w[found], options.preserve_norm)
             b_new[found] = (w[found] * b[idx[found]]).sum(axis=1)
             for i in np.flatnonzero(~found):
                 reasons[int(i)] = (

@@ -10,7 +10,7 @@ import pytest
 from recsys.data.dataset import Dataset
 from recsys.errors import ConfigError
 from recsys.recipes import PopularityCount, Sims, TrainingOptions, UserPersonalization, load_model
-from recsys.recipes.cold import NewItemOptions, nearest_neighbours
+from recsys.recipes.cold import NewItemOptions, nearest_neighbours, weighted_mean
 from recsys.schema import Field, Schema
 from recsys.storage import Storage
 
@@ -151,3 +151,11 @@ def test_neighbours_floor_weighting_and_ties():
         NewItemOptions(weighting="random")
     with pytest.raises(ConfigError):
         NewItemOptions.from_dict({"kk": 3})
+
+
+def test_weighted_mean_keeps_the_neighbours_norm():
+    vectors = np.array([[2.0, 0.0], [0.0, 2.0]], np.float32)
+    idx, w = np.array([[0, 1]]), np.array([[0.5, 0.5]], np.float32)
+    np.testing.assert_allclose(weighted_mean(vectors, idx, w, False), [[1.0, 1.0]])
+    kept = weighted_mean(vectors, idx, w, True)
+    np.testing.assert_allclose(np.linalg.norm(kept), 2.0, rtol=1e-6)
