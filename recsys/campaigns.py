@@ -165,6 +165,11 @@ def _deploy_change(
 
     def change(state: dict | None) -> dict | None:
         live = state["live"] if state else None
+        if revision is not None and (live is None or live["version_id"] != version_id):
+            # a revision extends the version that was live when it was built; if the nightly
+            # (or a rollback) moved the campaign since, the revision is stale
+            outcome.update(deployed=False, live=live, reason="revision of a version not live")
+            return None
         if live and live["version_id"] == version_id and live.get("revision") == revision:
             outcome.update(deployed=False, live=live, reason="already live")
             return None
@@ -190,9 +195,13 @@ def deploy(
     force: bool = False,
     reason: str = "nightly",
     revision: str | None = None,
+    snapshot_id: str | None = None,
 ) -> dict[str, Any]:
-    """Point the campaign at ``version_id``. Returns {deployed, live, reason}."""
+    """Point the campaign at ``version_id`` (or a revision of it, served with the revision's
+    ``snapshot_id``). Returns {deployed, live, reason}."""
     version = read_version(storage, campaign.solution, version_id)
+    if snapshot_id is not None:
+        version = {**version, "snapshot_id": snapshot_id}
     outcome: dict[str, Any] = {}
     change = _deploy_change(
         campaign,
@@ -303,7 +312,9 @@ def rollback(
         if request_id is not None and live.get("request_id") == request_id:
             outcome.update(deployed=False, live=live, reason="already rolled back")
             return None
-        earlier = [e for e in state["history"] if e["version_id"] != live["version_id"]]
+        # an entry = (version, revision): a bad 2-hourly revision rolls back to its version
+        here = (live["version_id"], live.get("revision"))
+        earlier = [e for e in state["history"] if (e["version_id"], e.get("revision")) != here]
         if to_version is not None:
             earlier = [e for e in earlier if e["version_id"] == to_version]
             if not earlier:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from recsys import update as updates
 from recsys.campaigns import campaign_state, deploy, promote, rollback
 from recsys.config import CampaignConfig, SolutionConfig
 from recsys.data.imports import run_import
@@ -235,6 +236,78 @@ def run_nightly(
     )
     out = batch(campaign, logical_date, version_id=ver["version_id"], storage=storage)
     return {"import": imp, "version": ver, "metrics": ev["metrics"], "deploy": dep, "batch": out}
+
+
+def check_update(campaign: str, logical_date: Any, storage: Storage | None = None) -> dict:
+    """Whether the 2-hourly update has anything to do (new landing files, a live campaign)."""
+    storage = storage or Storage()
+    camp = CampaignConfig.load(campaign)
+    sol = SolutionConfig.load(camp.solution)
+    out = updates.pending(storage, camp, sol.dataset_group, _iso(logical_date))
+    log.info("update check", campaign=campaign, new=out["new"], reason=out["reason"])
+    return {"campaign": campaign, "dataset_group": sol.dataset_group, **out}
+
+
+def update_items(
+    campaign: str, snapshot_id: str, logical_date: Any, storage: Storage | None = None
+) -> dict[str, Any]:
+    """Write (or reuse) the revision of the live version with the snapshot's new items."""
+    storage = storage or Storage()
+    camp = CampaignConfig.load(campaign)
+    rev = updates.build_revision(
+        storage, camp, snapshot_id, _iso(logical_date), updates.update_options(campaign)
+    )
+    return {
+        "campaign": campaign,
+        "solution": rev["solution"],
+        "version_id": rev["version_id"],
+        "revision_id": rev["revision_id"],
+        "snapshot_id": rev["snapshot_id"],
+        "new_items": {k: v for k, v in rev["new_items"].items() if k != "fallback_items"},
+        "fallback_items": rev["new_items"].get("fallback_items", [])[:20],
+    }
+
+
+def deploy_update(
+    campaign: str,
+    version_id: str,
+    revision_id: str,
+    logical_date: Any,
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    """The update's gate (the revision loads and scores) and its deploy through the campaign."""
+    from recsys.training import revision_prefix
+
+    storage = storage or Storage()
+    camp = CampaignConfig.load(campaign)
+    rev = storage.read_json(
+        f"{revision_prefix(camp.solution, version_id, revision_id)}/revision.json"
+    )
+    gate = updates.check_revision(storage, rev)
+    out = updates.deploy_revision(storage, camp, rev, _iso(logical_date))
+    return {"campaign": campaign, "gate": gate, **out}
+
+
+def run_update(
+    campaign: str,
+    logical_date: Any,
+    storage: Storage | None = None,
+    refresh_batch: bool = False,
+) -> dict[str, Any]:
+    """check → INCREMENTAL import → validate → revision → gate + deploy [→ batch], no Airflow."""
+    storage = storage or Storage()
+    check = check_update(campaign, logical_date, storage)
+    if not check["new"]:
+        return {"skipped": True, "reason": check["reason"]}
+    sol = SolutionConfig.load(CampaignConfig.load(campaign).solution)
+    imp = import_datasets(sol.dataset_group, logical_date, "INCREMENTAL", storage)
+    val = validate(sol.dataset_group, imp["snapshot_id"], sol.name, storage)
+    rev = update_items(campaign, imp["snapshot_id"], logical_date, storage)
+    dep = deploy_update(campaign, rev["version_id"], rev["revision_id"], logical_date, storage)
+    out = {"skipped": False, "import": imp, "validation": val, "revision": rev, "deploy": dep}
+    if refresh_batch and dep["deployed"]:
+        out["batch"] = batch(campaign, logical_date, storage=storage)
+    return out
 
 
 def status(campaign: str, storage: Storage | None = None) -> dict[str, Any]:

@@ -33,6 +33,18 @@ def version_prefix(solution: str, version_id: str) -> str:
     return f"{versions_prefix(solution)}/{version_id}"
 
 
+def revision_prefix(solution: str, version_id: str, revision_id: str) -> str:
+    """A revision (2-hourly update) of a version: the version's model plus new items."""
+    return f"{version_prefix(solution, version_id)}/revisions/{revision_id}"
+
+
+def model_prefix(solution: str, version_id: str, revision_id: str | None = None) -> str:
+    """Where the model served for (version, revision) lives."""
+    if revision_id:
+        return revision_prefix(solution, version_id, revision_id)
+    return version_prefix(solution, version_id)
+
+
 def read_version(storage: Storage, solution: str, version_id: str) -> dict[str, Any]:
     key = f"{version_prefix(solution, version_id)}/version.json"
     if not storage.exists(key):

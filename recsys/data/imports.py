@@ -129,6 +129,50 @@ def latest_validated_snapshot(
     return None
 
 
+def _unconsumed(
+    storage: Storage, group: DatasetGroup, as_of: datetime, base_manifest: dict[str, Any] | None
+) -> dict[str, list[tuple[LandingFile, int, str]]]:
+    """Per dataset type: the visible files (with size, sha256) the base has not consumed."""
+    plan: dict[str, list[tuple[LandingFile, int, str]]] = {}
+    for dtype in DATASET_TYPES:
+        if dtype not in group.schemas:
+            continue
+        consumed = set()
+        if base_manifest is not None:
+            info = base_manifest["datasets"].get(dtype, {})
+            consumed = {
+                (s["key"], s["sha256"]) for s in info.get("sources", []) + info.get("consumed", [])
+            }
+        entries = []
+        for lf in visible_landing_files(storage, group.name, dtype, as_of):
+            sha, size = storage.checksum(lf.key)
+            if (lf.key, sha) in consumed:
+                continue
+            entries.append((lf, size, sha))
+        plan[dtype] = entries
+    return plan
+
+
+def pending_files(
+    storage: Storage, dataset_group: str | DatasetGroup, logical_date: datetime | str
+) -> dict[str, Any]:
+    """What an INCREMENTAL import at ``logical_date`` would add: the base snapshot and, per
+    dataset type, the keys of visible files it has not consumed (empty lists: nothing new)."""
+    group = (
+        dataset_group
+        if isinstance(dataset_group, DatasetGroup)
+        else DatasetGroup.load(dataset_group)
+    )
+    as_of = as_utc(logical_date)
+    base_id = latest_validated_snapshot(storage, group.name, before=date_stamp(as_of))
+    base = read_manifest(storage, group.name, base_id) if base_id else None
+    plan = _unconsumed(storage, group, as_of, base)
+    return {
+        "base_snapshot": base_id,
+        "files": {t: [lf.key for lf, _, _ in e] for t, e in plan.items()},
+    }
+
+
 def _combine(dataset_type: str, frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, int]:
     """Concatenate in arrival order; dedupe (interactions) or upsert by id (items/users)."""
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -172,27 +216,7 @@ def run_import(
             base_manifest = read_manifest(storage, dg, base_id)
 
     # Checksum every visible file (streamed): the checksums are part of the snapshot id.
-    plan: dict[str, list[tuple[LandingFile, int, str]]] = {}
-    for dtype in DATASET_TYPES:
-        if dtype not in group.schemas:
-            continue
-        consumed = set()
-        if base_manifest is not None:
-            consumed = {
-                (s["key"], s["sha256"])
-                for s in base_manifest["datasets"].get(dtype, {}).get("sources", [])
-            }
-            consumed |= {
-                (s["key"], s["sha256"])
-                for s in base_manifest["datasets"].get(dtype, {}).get("consumed", [])
-            }
-        entries = []
-        for lf in visible_landing_files(storage, dg, dtype, as_of):
-            sha, size = storage.checksum(lf.key)
-            if (lf.key, sha) in consumed:
-                continue
-            entries.append((lf, size, sha))
-        plan[dtype] = entries
+    plan = _unconsumed(storage, group, as_of, base_manifest)
 
     if not plan.get("interactions") and base_manifest is None:
         raise DataError(

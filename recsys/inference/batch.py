@@ -49,7 +49,7 @@ from recsys.logs import get_logger
 from recsys.recipes import load_model
 from recsys.recipes.base import Recipe
 from recsys.storage import Storage
-from recsys.training import read_version, version_prefix
+from recsys.training import model_prefix, read_version
 
 log = get_logger(__name__)
 MAX_RESULTS = 500
@@ -94,6 +94,7 @@ def plan_batch(
     key = campaign_key(campaign.name)
     live = storage.read_json(key)["live"] if storage.exists(key) else None
     revision = None
+    snapshot_id = None
     if version_id is None:
         if live is None:
             raise NotFoundError(f"campaign {campaign.name!r} has never been deployed")
@@ -101,6 +102,8 @@ def plan_batch(
     if live is not None and live["version_id"] == version_id:
         cfg = campaign.with_serving(live.get("config") or {})
         revision = live.get("revision")
+        if revision:  # a revision is served with its own (newer) snapshot
+            snapshot_id = live["snapshot_id"]
     else:
         cfg = campaign
     num = int(num_results or cfg.num_results)
@@ -111,13 +114,14 @@ def plan_batch(
         Filter.parse(expression)
     values = parse_filter_values(filter_values)
     version = read_version(storage, campaign.solution, version_id)
+    snapshot_id = snapshot_id or version["snapshot_id"]
     if input_key is not None:
         body = storage.read_bytes(input_key)
         input_sha = hashlib.sha256(body).hexdigest()
         n_rows = len(_input_lines(body))
     else:
         input_sha = None
-        n_rows = Dataset.load(storage, version["dataset_group"], version["snapshot_id"]).n_users
+        n_rows = Dataset.load(storage, version["dataset_group"], snapshot_id).n_users
     shards = max(1, min(int(shards), max(n_rows, 1)))
     serving = {**cfg.serving_config(), "num_results": num, "filter": expression or None}
     batch_id = stamped_id(
@@ -140,7 +144,7 @@ def plan_batch(
         "solution": campaign.solution,
         "version_id": version_id,
         "revision": revision,
-        "snapshot_id": version["snapshot_id"],
+        "snapshot_id": snapshot_id,
         "dataset_group": version["dataset_group"],
         "logical_date": logical_date,
         "num_results": num,
@@ -416,7 +420,8 @@ class BatchServer:
 
     @classmethod
     def load(cls, storage: Storage, spec: dict[str, Any]) -> BatchServer:
-        recipe, _ = load_model(storage, version_prefix(spec["solution"], spec["version_id"]))
+        prefix = model_prefix(spec["solution"], spec["version_id"], spec.get("revision"))
+        recipe, _ = load_model(storage, prefix)
         data = Dataset.load(storage, spec["dataset_group"], spec["snapshot_id"])
         return cls(recipe, data, spec)
 

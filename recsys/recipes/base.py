@@ -13,7 +13,7 @@ import io
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,9 @@ import pandas as pd
 from recsys.data.dataset import Dataset
 from recsys.errors import ArtifactError
 from recsys.storage import Storage
+
+if TYPE_CHECKING:
+    from recsys.recipes.cold import NewItemOptions
 
 FORMAT_VERSION = 1
 
@@ -83,6 +86,16 @@ class Recipe(ABC):
         The default, None, means "use :meth:`score`".
         """
         return None
+
+    def add_items(
+        self, new_ids: np.ndarray, items: pd.DataFrame | None, options: NewItemOptions
+    ) -> dict[str, Any]:
+        """Append ``new_ids`` to the catalogue without retraining (the 2-hourly update),
+        leaving every existing item's parameters as they are; returns a report (see
+        :func:`recsys.recipes.cold.report`). Recipes that cannot do it raise ConfigError."""
+        from recsys.errors import ConfigError
+
+        raise ConfigError(f"recipe {self.name} cannot add items without retraining")
 
     @abstractmethod
     def tensors(self) -> dict[str, np.ndarray]:

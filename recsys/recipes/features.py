@@ -66,7 +66,9 @@ def fit_features(items: pd.DataFrame | None, item_ids: np.ndarray, schema: Schem
             config["textual"].append(f.name)
         elif f.numeric:
             x = col.astype("float64")
-            mean, std = float(np.nanmean(x)) if x.notna().any() else 0.0, float(np.nanstd(x))
+            present = bool(x.notna().any())  # an all-missing column: mean 0, std 1
+            mean = float(np.nanmean(x)) if present else 0.0
+            std = float(np.nanstd(x)) if present else 1.0
             config["numeric"][f.name] = {"mean": mean, "std": std if std > 0 else 1.0}
     config["text_start"] = next_id
     config["n_tokens"] = next_id + (TEXT_BUCKETS if config["textual"] else 0)
@@ -105,3 +107,43 @@ def encode_features(items: pd.DataFrame | None, item_ids: np.ndarray, config: di
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     tokens = np.fromiter((t for b in bags for t in b), dtype=np.int64, count=int(lengths.sum()))
     return ItemFeatures(tokens, offsets, numeric, n_tokens, config)
+
+
+def concat_features(a: ItemFeatures, b: ItemFeatures) -> ItemFeatures:
+    """The bags of catalogue ``a`` followed by those of ``b`` (same config)."""
+    return ItemFeatures(
+        np.concatenate([a.tokens, b.tokens]).astype(np.int64),
+        np.concatenate([a.offsets, b.offsets + len(a.tokens)]).astype(np.int64),
+        np.concatenate([a.numeric, b.numeric]).astype(np.float32),
+        a.n_tokens,
+        a.config,
+    )
+
+
+def usable_metadata(
+    features: ItemFeatures, items: pd.DataFrame | None = None, item_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """Per item: does it have metadata the model knows? A known categorical value or a text
+    token, or a numeric value — present in ``items`` when given, else non-zero once
+    standardised (a stored catalogue keeps no missing-value mask). Unknown categories (slot 0)
+    alone are not usable: every item with them looks the same."""
+    n = len(features.offsets)
+    ends = np.append(features.offsets[1:], len(features.tokens))
+    known = np.zeros(n, dtype=bool)
+    good = np.flatnonzero(features.tokens > 0)
+    if len(good):
+        owner = np.searchsorted(features.offsets, good, side="right") - 1
+        # empty bags share an offset with the next item: searchsorted picks the last of them
+        known[owner] = True
+    known &= ends > features.offsets
+    fields = list(features.config.get("numeric", {}))
+    if fields and items is not None and item_ids is not None:
+        frame = items.drop_duplicates("ITEM_ID", keep="last").set_index(
+            items.drop_duplicates("ITEM_ID", keep="last")["ITEM_ID"].astype(str)
+        )
+        rows = frame.reindex(pd.Index(np.asarray(item_ids).astype(str)))
+        for name in fields:
+            known |= pd.to_numeric(rows[name], errors="coerce").notna().to_numpy()
+    elif fields:
+        known |= (features.numeric != 0).any(axis=1)
+    return known

@@ -40,6 +40,15 @@ class PopularityCount(Recipe):
             self._no_factors = np.zeros((len(self.item_scores), 0), dtype=np.float32)
         return np.zeros((len(users), 0), np.float32), self._no_factors, self.item_scores
 
+    def add_items(self, new_ids, items, options) -> dict:
+        """New items score 0 (no interactions yet): they enter through exploration."""
+        from recsys.recipes.cold import report
+
+        new_ids = np.asarray(new_ids, dtype=object)
+        self.item_ids = np.concatenate([np.asarray(self.item_ids, dtype=object), new_ids])
+        self.item_scores = np.concatenate([self.item_scores, np.zeros(len(new_ids), np.float32)])
+        return report(new_ids, np.zeros(len(new_ids), bool), {}, method="exploration")
+
     def tensors(self) -> dict[str, np.ndarray]:
         return {"item_scores": self.item_scores}
 

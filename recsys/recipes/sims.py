@@ -96,6 +96,20 @@ class Sims(Recipe):
         # Popularity breaks ties (and answers cold-start users) without outranking a neighbour.
         return scores + 1e-6 * self.popularity / max(float(self.popularity.max()), 1e-12)
 
+    def add_items(self, new_ids, items, options) -> dict:
+        """New items have no co-occurrences yet (empty rows and columns): they enter through
+        exploration until the nightly retraining counts them."""
+        from recsys.recipes.cold import report
+
+        new_ids = np.asarray(new_ids, dtype=object)
+        m, n = len(new_ids), len(self.item_ids)
+        S = self.neighbours.tocsr()
+        indptr = np.concatenate([S.indptr, np.full(m, S.indptr[-1])]).astype(np.int64)
+        self.neighbours = sp.csr_matrix((S.data, S.indices, indptr), shape=(n + m, n + m))
+        self.popularity = np.concatenate([self.popularity, np.zeros(m, np.float32)])
+        self.item_ids = np.concatenate([np.asarray(self.item_ids, dtype=object), new_ids])
+        return report(new_ids, np.zeros(m, bool), {}, method="exploration")
+
     def tensors(self) -> dict[str, np.ndarray]:
         S = self.neighbours
         return {

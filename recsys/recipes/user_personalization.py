@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,8 +34,15 @@ from torch import nn
 from recsys.data.dataset import Dataset
 from recsys.errors import ArtifactError, DataError
 from recsys.logs import get_logger
+from recsys.recipes import cold
 from recsys.recipes.base import Recipe, TrainingOptions
-from recsys.recipes.features import ItemFeatures, encode_features, fit_features
+from recsys.recipes.features import (
+    ItemFeatures,
+    concat_features,
+    encode_features,
+    fit_features,
+    usable_metadata,
+)
 from recsys.recipes.sampling import AliasSampler, sampled_softmax_loss
 
 log = get_logger(__name__)
@@ -95,14 +103,21 @@ class SequenceModel(nn.Module):
             persistent=False,
         )
 
+    def metadata(self, tokens=None, offsets=None, numeric=None) -> torch.Tensor:
+        """f for items 1..n (n_items × dim), or for other encoded items when given."""
+        if tokens is None:
+            tokens, offsets, numeric = self.f_tokens, self.f_offsets, self.f_numeric
+        f = self.meta_bag(tokens, offsets)
+        if self.meta_num is not None:
+            f = f + self.meta_num(numeric)
+        return f
+
     def item_vectors(self) -> torch.Tensor:
         """z for items 1..n (row 0 = padding): (n_items + 1) × dim."""
         e = self.item_emb.weight
         if not self.has_meta:
             return e
-        f = self.meta_bag(self.f_tokens, self.f_offsets)
-        if self.meta_num is not None:
-            f = f + self.meta_num(self.f_numeric)
+        f = self.metadata()
         f = torch.cat([torch.zeros_like(f[:1]), f], 0)
         return e + self.fuse(torch.cat([e, f], dim=1))  # residual form of W[e; f]
 
@@ -423,6 +438,63 @@ class UserPersonalization(Recipe):
         if (~has).any():  # cold start: no history at all → popularity
             out[~has] = np.log(self.popularity + 1e-9)
         return out
+
+    # -- new items (the 2-hourly update) -------------------------------------------------
+    @torch.no_grad()
+    def add_items(
+        self, new_ids: np.ndarray, items: pd.DataFrame | None, options: cold.NewItemOptions
+    ) -> dict[str, Any]:
+        """Append items: e and b from the k nearest known items by cosine of their metadata
+        representation f (similarity-weighted), the prior where there is no usable metadata.
+        Existing items' rows and every other weight stay exactly as they were."""
+        model = self.model
+        assert model is not None
+        new_ids = np.asarray(new_ids, dtype=object)
+        m, n = len(new_ids), model.n_items
+        if m == 0:
+            return cold.report(new_ids, np.zeros(0, bool), {}, method="none")
+        E = model.item_emb.weight[1:].numpy()
+        b = model.item_bias.numpy()
+        e0, b0 = cold.prior_row(E, b, self.popularity)
+        e_new = np.tile(e0, (m, 1))
+        b_new = np.full(m, b0, dtype=np.float32)
+        reasons: dict[int, str] = {}
+        found = np.zeros(m, dtype=bool)
+        features = None
+        if model.has_meta and self.features is not None:
+            features = encode_features(items, new_ids, self.feature_config)
+            usable = usable_metadata(features, items, new_ids)
+            f_known = model.metadata().numpy()
+            f_new = model.metadata(
+                torch.as_tensor(features.tokens),
+                torch.as_tensor(features.offsets),
+                torch.as_tensor(features.numeric),
+            ).numpy()
+            known_ok = usable_metadata(self.features)
+            idx, w = cold.nearest_neighbours(f_known, f_new, known_ok, options)
+            found = usable & (w.sum(axis=1) > 0)
+            e_new[found] = cold.weighted_mean(E, idx[found], w[found], options.preserve_norm)
+            b_new[found] = (w[found] * b[idx[found]]).sum(axis=1)
+            for i in np.flatnonzero(~found):
+                reasons[int(i)] = (
+                    "no usable metadata" if not usable[i] else "no neighbour above min_similarity"
+                )
+            method = "metadata-neighbours"
+        else:
+            reasons = {i: "recipe has no item metadata" for i in range(m)}
+            method = "prior"
+        state = {k: v for k, v in model.state_dict().items()}
+        state["item_emb.weight"] = torch.cat([model.item_emb.weight, torch.from_numpy(e_new)])
+        state["item_bias"] = torch.cat([model.item_bias, torch.from_numpy(b_new)])
+        if features is not None:
+            self.features = concat_features(self.features, features)
+        self.model = self._build(n + m, self.features)
+        self.model.load_state_dict(state, strict=True)
+        self.model.eval()
+        self.item_ids = np.concatenate([np.asarray(self.item_ids, dtype=object), new_ids])
+        self.popularity = np.concatenate([self.popularity, np.zeros(m, np.float32)])
+        log.info("added items", added=m, from_neighbours=int(found.sum()), fallback=len(reasons))
+        return cold.report(new_ids, found, reasons, method=method, **options.to_dict())
 
     # -- artifacts -----------------------------------------------------------------------
     def tensors(self) -> dict[str, np.ndarray]:

@@ -111,3 +111,19 @@ def test_rollback_dag_shape(parsed):
         "finalize_batch",
     ]
     assert {"campaign", "to_version", "batch_shards"} <= set(dag["params"])
+
+
+def test_update_dag_shape(parsed):
+    dag = parsed["dags"]["recsys_update"]
+    assert dag["max_active_runs"] == 1
+    assert list(dag["tasks"]) == [
+        "check_for_new_data",
+        "import_datasets",
+        "validate_snapshot",
+        "add_new_items",
+        "deploy_revision",
+        "plan_batch",
+        "write_batch_shard",
+        "finalize_batch",
+    ]
+    assert {"campaign", "refresh_batch", "as_of", "batch_shards"} <= set(dag["params"])

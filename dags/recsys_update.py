@@ -1,0 +1,174 @@
+"""
+### recsys_update — the 2-hourly update: new items join the live model without retraining
+
+**check → import (INCREMENTAL) → validate → add new items → gate + deploy the revision →
+(optional) batch**, each task a thin call into `recsys.pipeline` / `recsys.update`.
+
+* *check_for_new_data* (short-circuit): when no landing file arrived since the newest
+  validated snapshot (or the campaign was never deployed), every later task is skipped and the
+  run is marked success.
+* *import* / *validate*: an INCREMENTAL snapshot (new items, interactions, impressions),
+  validated like the nightly's.
+* *add_new_items*: a **revision** of the live solution version: every item of the snapshot the
+  version does not know is appended; user-personalization initialises its id embedding and
+  bias from its `k` nearest known items in metadata space (cosine, similarity-weighted; the
+  campaign file's `update:` section sets `k`, `min_similarity`, `weighting`); items without
+  usable metadata get the popularity prior and are listed in the task's output; popularity and
+  sims add new items for exploration only. Existing items' weights never change.
+* *deploy_revision*: the gate (the revision must load and score real users with finite
+  scores), then the campaign's live entry gets the revision and the new snapshot (so
+  exploration sees the new items' ages and impression counts). A failure before this leaves
+  the campaign as it was; a revision of a version that is no longer live is not deployed.
+* *batch* (param `refresh_batch`): rebuild the batch recommendations from the revision.
+
+Idempotent for its logical date: a rerun reuses the snapshot and the revision (same ids) and
+deploys nothing new. The next nightly version supersedes every revision; `recsys_rollback`
+takes a bad revision back to its version.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from _recsys_airflow import (
+    CAMPAIGN,
+    as_of,
+    no_retry_on_bad_input,
+    shard_list,
+    sharded_batch,
+    storage,
+)
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
+
+
+@dag(
+    dag_id="recsys_update",
+    schedule="0 */2 * * *",
+    start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recsys", "update"],
+    default_args={
+        "owner": "recsys",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": timedelta(minutes=60),
+    },
+    params={
+        "campaign": Param(
+            CAMPAIGN,
+            type="string",
+            title="Campaign",
+            description="configs/campaigns/<name>.yaml (its `update:` section sets k etc.)",
+        ),
+        "refresh_batch": Param(
+            False, type="boolean", title="Refresh batch", description="rebuild batch outputs"
+        ),
+        "batch_shards": Param(4, type="integer", minimum=1, maximum=1024, title="Batch shards"),
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            title="As of (ISO date)",
+            description="run as of this date instead of the logical date",
+        ),
+        "storage_conn_id": Param(
+            None,
+            type=["null", "string"],
+            title="Storage connection id",
+            description="an AWS connection for S3 storage (else environment)",
+        ),
+    },
+)
+def recsys_update():
+    @task.short_circuit
+    def check_for_new_data() -> dict | None:
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        with no_retry_on_bad_input():
+            out = pipeline.check_update(params["campaign"], as_of(ctx), storage(params))
+        return out if out["new"] else None  # falsy: skip the rest, the run succeeds
+
+    @task
+    def import_datasets(check: dict) -> dict:
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        with no_retry_on_bad_input():
+            return pipeline.import_datasets(
+                check["dataset_group"], as_of(ctx), "INCREMENTAL", storage(ctx["params"])
+            )
+
+    @task
+    def validate_snapshot(imported: dict) -> dict:
+        from recsys import pipeline
+        from recsys.config import CampaignConfig
+
+        params = get_current_context()["params"]
+        with no_retry_on_bad_input():
+            solution = CampaignConfig.load(params["campaign"]).solution
+            return pipeline.validate(
+                imported["dataset_group"], imported["snapshot_id"], solution, storage(params)
+            )
+
+    @task
+    def add_new_items(validated: dict) -> dict:
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        with no_retry_on_bad_input():
+            return pipeline.update_items(
+                params["campaign"], validated["snapshot_id"], as_of(ctx), storage(params)
+            )
+
+    @task
+    def deploy_revision(revision: dict) -> dict:
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        with no_retry_on_bad_input():
+            return pipeline.deploy_update(
+                params["campaign"],
+                revision["version_id"],
+                revision["revision_id"],
+                as_of(ctx),
+                storage(params),
+            )
+
+    @task
+    def plan_batch(deployed: dict) -> list[dict]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        if not params["refresh_batch"]:
+            raise AirflowSkipException("refresh_batch is off")
+        if not deployed["deployed"] and deployed["reason"] != "already live":
+            raise AirflowSkipException(f"revision not deployed: {deployed['reason']}")
+        with no_retry_on_bad_input():
+            spec = pipeline.plan_batch(
+                params["campaign"],
+                as_of(ctx),
+                shards=params["batch_shards"],
+                storage=storage(params),
+            )
+        return shard_list(spec)
+
+    check = check_for_new_data()
+    validated = validate_snapshot(import_datasets(check))
+    deployed = deploy_revision(add_new_items(validated))
+    sharded_batch(plan_batch(deployed), BATCH_ASSET)
+
+
+recsys_update()

@@ -1,0 +1,155 @@
+"""New items without retraining: metadata-neighbour initialisation (the 2-hourly update).
+
+A new item's metadata representation ``f`` is computed with the stored feature config; its
+``k`` nearest known items by cosine similarity of ``f`` (at least ``min_similarity``) give its
+id embedding and output bias as a weighted mean of theirs. An item with no usable metadata (or
+no neighbour above the floor) gets the *prior*: the popularity-weighted mean embedding and the
+median bias, i.e. "an average item", which exploration then surfaces as new. Never a random
+vector: a random row scores arbitrarily and cannot be told apart from a learned one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from recsys.errors import ConfigError
+
+WEIGHTINGS = ("similarity", "softmax", "uniform")
+#: Rows of new items per similarity block (bounds memory at BLOCK × n_known floats).
+BLOCK = 256
+#: Fallback items listed by id in a report (the count is always exact).
+MAX_LISTED = 100
+
+
+@dataclass(frozen=True)
+class NewItemOptions:
+    """How new items are initialised; configured per campaign (``update:``)."""
+
+    #: Neighbours per new item.
+    k: int = 10
+    #: Neighbours below this cosine similarity are ignored (none left → the prior).
+    min_similarity: float = 0.3
+    #: ``similarity`` (w ∝ cos), ``softmax`` (w ∝ exp(cos / temperature)) or ``uniform``.
+    weighting: str = "similarity"
+    temperature: float = 0.1
+    #: Rescale a neighbour mean to the neighbours' mean norm: averaging k vectors shrinks
+    #: the norm, which would rank every new item as a bland "average" item.
+    preserve_norm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"update.k must be >= 1, got {self.k}")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ConfigError(
+                f"update.min_similarity must be in [-1, 1], got {self.min_similarity}"
+            )
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(
+                f"update.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}"
+            )
+        if self.temperature <= 0:
+            raise ConfigError("update.temperature must be > 0")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> NewItemOptions:
+        raw = dict(raw or {})
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"update: unknown options {sorted(unknown)}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def nearest_neighbours(
+    known: np.ndarray, new: np.ndarray, candidates: np.ndarray, options: NewItemOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k known rows per new row by cosine: (indices m × k, weights m × k).
+
+    ``candidates`` masks the known rows that may be neighbours. Weights of neighbours below
+    ``min_similarity`` are 0; a row whose weights are all 0 has no neighbour. Ties go to the
+    lower index (a stable order), so the result is deterministic.
+    """
+    m = len(new)
+    pool = np.flatnonzero(candidates)
+    k = min(options.k, len(pool))
+    idx = np.zeros((m, max(k, 1)), dtype=np.int64)
+    w = np.zeros((m, max(k, 1)), dtype=np.float32)
+    if m == 0 or k == 0:
+        return idx, w
+    K = _normalise(known[pool])
+    for a in range(0, m, BLOCK):
+        S = _normalise(new[a : a + BLOCK]) @ K.T  # block × pool
+        part = (
+            np.argpartition(-S, k - 1, axis=1)[:, :k]
+            if k < S.shape[1]
+            else np.tile(np.arange(S.shape[1]), (len(S), 1))
+        )
+        top = np.take_along_axis(S, part, 1)
+        order = np.lexsort((part, -top), axis=1)  # by similarity, then index
+        part = np.take_along_axis(part, order, 1)
+        top = np.take_along_axis(top, order, 1)
+        keep = top >= options.min_similarity
+        if options.weighting == "similarity":
+            wb = np.where(keep, np.maximum(top, 1e-6), 0.0)
+        elif options.weighting == "softmax":
+            z = np.where(keep, top / options.temperature, -np.inf)
+            zmax = np.max(np.where(keep, z, -1e30), axis=1, keepdims=True)
+            wb = np.where(keep, np.exp(z - zmax), 0.0)
+        else:
+            wb = keep.astype(np.float64)
+        total = wb.sum(axis=1, keepdims=True)
+        wb = np.divide(wb, total, out=np.zeros_like(wb), where=total > 0)
+        idx[a : a + len(S)] = pool[part]
+        w[a : a + len(S)] = wb
+    return idx, w
+
+
+def weighted_mean(
+    vectors: np.ndarray, idx: np.ndarray, w: np.ndarray, preserve_norm: bool
+) -> np.ndarray:
+    """Σ w·vectors[idx] per row; optionally rescaled to Σ w·‖vectors[idx]‖."""
+    rows = vectors[idx]  # m × k × d
+    mean = np.einsum("mk,mkd->md", w, rows)
+    if preserve_norm:
+        target = (w * np.linalg.norm(rows, axis=2)).sum(axis=1, keepdims=True)
+        norm = np.linalg.norm(mean, axis=1, keepdims=True)
+        mean = mean * np.divide(target, norm, out=np.ones_like(norm), where=norm > 0)
+    return mean.astype(np.float32)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+
+
+def prior_row(
+    emb: np.ndarray, bias: np.ndarray, popularity: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The fallback: popularity-weighted mean embedding and the median bias."""
+    p = np.asarray(popularity, dtype=np.float64)
+    if p.sum() <= 0:
+        p = np.ones(len(emb))
+    e = (p[:, None] * emb).sum(axis=0) / p.sum()
+    return e.astype(np.float32), float(np.median(bias)) if len(bias) else 0.0
+
+
+def report(
+    new_ids: np.ndarray, from_neighbours: np.ndarray, reasons: dict[int, str], **extra: Any
+) -> dict[str, Any]:
+    """What the update did with each new item: counts plus the fallback items (first 100)."""
+    fallback = [
+        {"item_id": str(new_ids[i]), "reason": reasons[i]} for i in sorted(reasons)[:MAX_LISTED]
+    ]
+    return {
+        "added": int(len(new_ids)),
+        "from_neighbours": int(from_neighbours.sum()),
+        "fallback": int(len(reasons)),
+        "fallback_items": fallback,
+        **extra,
+    }
