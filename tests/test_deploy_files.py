@@ -150,7 +150,9 @@ def test_airflow_env_points_at_the_right_services(compose):
         )
         assert env_file["POSTGRES_PASSWORD"] == db.password
         assert urlparse(env["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
-        assert urlparse(env["AIRFLOW__CELERY__RESULT_BACKEND"]).hostname == "postgres"
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the image has psycopg2.
+        backend = urlparse(env["AIRFLOW__CELERY__RESULT_BACKEND"])
+        assert backend.scheme == "db+postgresql+psycopg2" and backend.hostname == "postgres"
         api = urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
         assert api.hostname == "airflow-apiserver" and api.path == "/execution/"
         assert f"{api.port}:{api.port}" in services["airflow-apiserver"]["ports"]

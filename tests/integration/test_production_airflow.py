@@ -1,5 +1,6 @@
-"""Production-like: a real Airflow (scheduler, dag-processor, api-server; LocalExecutor) on
-PostgreSQL, with SeaweedFS as S3 storage reached through an Airflow connection.
+"""Production-like: a real Airflow (scheduler, dag-processor, api-server) on PostgreSQL, with
+SeaweedFS as S3 storage reached through an Airflow connection; once with LocalExecutor and once
+with CeleryExecutor (a Celery worker on the local Redis, as in docker-compose.yaml).
 
 The scheduler runs the nightly DAG for its latest logical date once the DAGs are unpaused, and
 an ``airflow backfill create`` of three past days; every run must succeed and write its
@@ -8,7 +9,8 @@ must then report the same campaign state as storage, and its page must render (s
 with Debian's Chromium when it is installed). Every process is stopped by pid at the end, and
 the test database is dropped.
 
-Needs PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres), as on the CI machines.
+Needs PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres) and Redis on 127.0.0.1:6379,
+as on the CI machines.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -38,6 +41,7 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.integration, pytest.mark.s3]
 BIN = Path(sys.executable).parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+REDIS = ("127.0.0.1", 6379)
 CAMPAIGN = "synthetic"
 USER, PASSWORD = "admin", "recsys-it-" + secrets.token_hex(4)
 RUNS_TIMEOUT = 900  # seconds for all runs together; they take ~3-5 minutes on 2 cores
@@ -50,16 +54,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _service_missing(what: str, exc: Exception):
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is not reachable: {exc}")
+    pytest.skip(f"{what} is not reachable: {exc}")
+
+
+@pytest.fixture(scope="module", params=["LocalExecutor", "CeleryExecutor"])
+def executor(request) -> str:
+    if request.param == "CeleryExecutor":
+        try:
+            socket.create_connection(REDIS, timeout=5).close()
+        except OSError as exc:
+            _service_missing("Redis on 127.0.0.1:6379", exc)
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def pg_url():
-    """A fresh PostgreSQL database for the metadata DB; dropped at the end."""
+def pg_url(executor):
+    """A fresh PostgreSQL database for the metadata DB (one per variant); dropped at the end."""
     psycopg2 = pytest.importorskip("psycopg2")
     try:
         admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
     except psycopg2.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
-        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
+        _service_missing("PostgreSQL on 127.0.0.1:5432", exc)
     admin.autocommit = True
     name = f"recsys_it_{os.getpid()}_{secrets.token_hex(3)}"
     with admin.cursor() as cur:
@@ -165,7 +183,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def landed_s3(s3_server, synthetic_data):
+def landed_s3(s3_server, synthetic_data, executor):
     """The synthetic data set as daily drops in a fresh prefix of the SeaweedFS bucket."""
     url = f"s3://recsys-test/prod-{secrets.token_hex(3)}"
     options = {
@@ -182,7 +200,7 @@ def landed_s3(s3_server, synthetic_data):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, pg_url, s3_server, landed_s3):
+def cluster(tmp_path_factory, executor, pg_url, s3_server, landed_s3):
     home = tmp_path_factory.mktemp("airflow-prod")
     (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
     api_port = _free_port()
@@ -199,7 +217,7 @@ def cluster(tmp_path_factory, pg_url, s3_server, landed_s3):
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__EXECUTOR=executor,
         AIRFLOW__CORE__PARALLELISM="4",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_url,
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
@@ -222,12 +240,34 @@ def cluster(tmp_path_factory, pg_url, s3_server, landed_s3):
         AIRFLOW_CONN_RECSYS_S3=json.dumps(conn),
         PYTHONPATH=str(REPO),
     )
+    if executor == "CeleryExecutor":
+        # A queue of its own on the shared Redis: no other run's worker takes these tasks.
+        queue = f"recsys-it-{secrets.token_hex(4)}"
+        env.update(
+            AIRFLOW__CELERY__BROKER_URL=f"redis://{REDIS[0]}:{REDIS[1]}/0",
+            AIRFLOW__CELERY__RESULT_BACKEND="db+" + pg_url,
+            AIRFLOW__OPERATORS__DEFAULT_QUEUE=queue,
+            RECSYS_TRAIN_QUEUE=queue,
+        )
     c = Cluster(home, env, api_port)
     c.cli("db", "migrate", timeout=600)
     try:
         c.start("api-server", "api-server")
         c.start("dag-processor", "dag-processor")
         c.start("scheduler", "scheduler")
+        if executor == "CeleryExecutor":
+            queue = env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+            c.start(
+                "celery-worker",
+                "celery",
+                "worker",
+                "--queues",
+                queue,
+                "--concurrency",
+                "2",
+                "--celery-hostname",
+                f"{queue}@%h",
+            )
         c.wait_for(
             "the api-server",
             lambda: requests.get(f"{c.api}/api/v2/version", timeout=5).ok,
@@ -257,7 +297,9 @@ def _failure_report(c: Cluster, runs: list[dict]) -> str:
     return "\n".join(out) + "\n" + c.logs()
 
 
-def test_scheduler_runs_nightly_and_backfill_and_the_plugin_reports_them(cluster, landed_s3):
+def test_scheduler_runs_nightly_and_backfill_and_the_plugin_reports_them(
+    cluster, landed_s3, executor
+):
     c = cluster
     storage, _, until = landed_s3
     # Unauthenticated callers get nothing, neither from Airflow nor from the plugin.
@@ -303,6 +345,14 @@ def test_scheduler_runs_nightly_and_backfill_and_the_plugin_reports_them(cluster
 
     runs = c.wait_for("every run to finish", finished, timeout=RUNS_TIMEOUT, every=5)
     assert all(r["state"] == "success" for r in runs), _failure_report(c, runs)
+    if executor == "CeleryExecutor":
+        # The tasks went through Redis to the Celery worker on the test's own queue.
+        queue = c.env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+        for run in runs:
+            path = f"/api/v2/dags/recsys_nightly/dagRuns/{run['dag_run_id']}/taskInstances"
+            assert {t["queue"] for t in c.get(path).json()["task_instances"]} == {queue}
+        worker_log = (c.home / "celery-worker.log").read_text(errors="replace")
+        assert re.search(r"Task \S+\[[0-9a-f-]+\] received", worker_log), worker_log[-3000:]
     backfill = [r for r in runs if r["run_type"] == "backfill"]
     assert sorted(as_utc(r["logical_date"]).date() for r in backfill) == [
         first + timedelta(days=i) for i in range(BACKFILL_DAYS)
