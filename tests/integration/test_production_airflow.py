@@ -25,8 +25,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -200,7 +202,30 @@ def landed_s3(s3_server, synthetic_data, executor):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, executor, pg_url, s3_server, landed_s3):
+def alerts_received():
+    """A local HTTP server standing in for a Slack-style webhook: the alerts it was sent."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    received_url = f"http://127.0.0.1:{server.server_address[1]}/alert"
+    yield received_url, received
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, executor, pg_url, s3_server, landed_s3, alerts_received):
     home = tmp_path_factory.mktemp("airflow-prod")
     (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
     api_port = _free_port()
@@ -238,6 +263,7 @@ def cluster(tmp_path_factory, executor, pg_url, s3_server, landed_s3):
         RECSYS_STORAGE_URL=url,
         RECSYS_STORAGE_CONN_ID="recsys_s3",
         AIRFLOW_CONN_RECSYS_S3=json.dumps(conn),
+        RECSYS_ALERT_WEBHOOK_URL=alerts_received[0],
         PYTHONPATH=str(REPO),
     )
     if executor == "CeleryExecutor":
@@ -405,6 +431,39 @@ def test_scheduler_runs_nightly_and_backfill_and_the_plugin_reports_them(
     assert page.ok and page.headers["content-type"].startswith("text/html")
     assert state["live"]["version_id"] in page.text and "<svg" in page.text
     _screenshot(page.text, c.home)
+
+
+def test_a_failed_run_sends_one_alert(cluster, alerts_received, landed_s3):
+    """A run that fails (here: an unknown campaign) reaches the failure callback's webhook."""
+    c = cluster
+    storage, _, _ = landed_s3
+    _, received = alerts_received
+    before = storage.read_bytes(f"campaigns/{CAMPAIGN}.json")
+    r = requests.post(
+        f"{c.api}/api/v2/dags/recsys_nightly/dagRuns",
+        headers={"Authorization": f"Bearer {c.token()}"},
+        json={"logical_date": None, "conf": {"campaign": "no-such-campaign"}},
+        timeout=60,
+    )
+    assert r.ok, r.text
+    run_id = r.json()["dag_run_id"]
+
+    def failed():
+        state = c.get(f"/api/v2/dags/recsys_nightly/dagRuns/{run_id}").json()["state"]
+        assert state != "success"
+        return state == "failed"
+
+    c.wait_for("the bad run to fail", failed, timeout=300, every=3)
+    alert = c.wait_for(
+        "the failure alert",
+        lambda: next((a for a in received if a.get("run_id") == run_id), None),
+        timeout=120,
+    )
+    assert alert["dag_id"] == "recsys_nightly" and alert["campaign"] == "no-such-campaign"
+    assert alert["text"].startswith(f"recsys: recsys_nightly run {run_id} failed")
+    assert len([a for a in received if a.get("run_id") == run_id]) == 1
+    # The live campaign was not touched by the failed run.
+    assert storage.read_bytes(f"campaigns/{CAMPAIGN}.json") == before
 
 
 def _screenshot(html: str, where: Path) -> None:
