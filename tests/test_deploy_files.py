@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from recsys.storage import storage_options_from_connection
-from tests.conftest import REPO
+from tests.conftest import REPO, in_airflow_process
 
 COMPOSE = REPO / "docker-compose.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
@@ -162,31 +162,41 @@ def test_airflow_env_points_at_the_right_services(compose):
         )
 
 
-def test_s3_connection_string_is_a_valid_airflow_connection_to_minio(compose):
-    from airflow.models.connection import Connection
+PARSE_CONNECTION = r"""
+import json, sys
+from airflow.models.connection import Connection
+conn = Connection.from_json(sys.argv[1], conn_id=sys.argv[2])  # how Airflow reads the variable
+print("RESULT " + json.dumps({"conn_type": conn.conn_type, "login": conn.login,
+                              "password": conn.password, "extra": conn.extra_dejson}))
+"""
 
+
+def test_s3_connection_string_is_a_valid_airflow_connection_to_minio(compose, tmp_path):
     env_file = env_example()
     services = compose["services"]
+    raws = set()
     for name, service in airflow_services(compose).items():
         env = service["environment"]
         conn_id = env["RECSYS_STORAGE_CONN_ID"]
-        raw = env[f"AIRFLOW_CONN_{conn_id.upper()}"]
-        conn = Connection.from_json(raw, conn_id=conn_id)  # how Airflow reads the variable
-        assert conn.conn_type == "aws", name
-        assert (conn.login, conn.password) == (
-            env_file["MINIO_ROOT_USER"],
-            env_file["MINIO_ROOT_PASSWORD"],
-        )
-        endpoint = urlparse(conn.extra_dejson["endpoint_url"])
-        assert endpoint.hostname == "minio"
-        assert f"{endpoint.port}:{endpoint.port}" in services["minio"]["ports"]
-        # recsys turns it into S3 options with the endpoint and the credentials.
-        options = storage_options_from_connection(conn.login, conn.password, conn.extra_dejson)
-        assert options["client_kwargs"]["endpoint_url"] == "http://minio:9000"
-        assert options["key"] == env_file["MINIO_ROOT_USER"]
+        raws.add((env[f"AIRFLOW_CONN_{conn_id.upper()}"], conn_id))
         # The storage root is in the bucket the one-shot job creates.
         bucket = urlparse(env["RECSYS_STORAGE_URL"]).netloc
-        assert bucket == services["minio-create-bucket"]["environment"]["RECSYS_BUCKET"]
+        assert bucket == services["minio-create-bucket"]["environment"]["RECSYS_BUCKET"], name
+    assert len(raws) == 1  # one connection for every component
+    raw, conn_id = raws.pop()
+    conn = in_airflow_process(PARSE_CONNECTION, raw, conn_id, tmp_path=tmp_path)
+    assert conn["conn_type"] == "aws"
+    assert (conn["login"], conn["password"]) == (
+        env_file["MINIO_ROOT_USER"],
+        env_file["MINIO_ROOT_PASSWORD"],
+    )
+    endpoint = urlparse(conn["extra"]["endpoint_url"])
+    assert endpoint.hostname == "minio"
+    assert f"{endpoint.port}:{endpoint.port}" in services["minio"]["ports"]
+    # recsys turns it into S3 options with the endpoint and the credentials.
+    options = storage_options_from_connection(conn["login"], conn["password"], conn["extra"])
+    assert options["client_kwargs"]["endpoint_url"] == "http://minio:9000"
+    assert options["key"] == env_file["MINIO_ROOT_USER"]
     assert 'mc mb --ignore-existing "recsys/${RECSYS_BUCKET}"' in "\n".join(
         services["minio-create-bucket"]["command"]
     )
@@ -225,6 +235,8 @@ def test_dockerfile_builds_from_the_official_image_and_the_lock():
     for source in re.findall(r"^COPY (?:--chown=\S+ )?(.+) \S+$", text, re.M):
         for path in source.split():
             assert (REPO / path).exists(), f"COPY source {path} missing"
+    # Installs run as the image's airflow user (the official image's rule), not as root.
+    assert re.findall(r"^USER (\S+)$", text, re.M)[-1] == "airflow"
     # The build context leaves out what must not be baked in.
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".env", ".venv", ".git"} <= set(ignored)
