@@ -8,9 +8,51 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
+from airflow.sdk import BaseNotifier
+
 CAMPAIGN = os.environ.get("RECSYS_CAMPAIGN", "movielens")
+# Training and evaluation run in this pool and (CeleryExecutor) queue: GPU workers listen on
+# their own queue and the pool's slots cap how many trainings share them (docs/OPERATIONS.md).
+TRAIN_POOL = os.environ.get("RECSYS_TRAIN_POOL", "default_pool")
+TRAIN_QUEUE = os.environ.get("RECSYS_TRAIN_QUEUE", "default")
+# The nightly run fails (and alerts) when it has not finished within this many hours.
+NIGHTLY_TIMEOUT = timedelta(hours=float(os.environ.get("RECSYS_NIGHTLY_TIMEOUT_HOURS", "12")))
+
+
+class RecsysFailureNotifier(BaseNotifier):
+    """The DAGs' failure hook point: a failed (or timed-out) run becomes one alert.
+
+    Delivery is ``recsys.alerts.send_alert``: a log line always, then the webhook
+    (``RECSYS_ALERT_WEBHOOK_URL``) and/or your own function (``RECSYS_ALERT_HOOK``). To use
+    one of Airflow's provider notifiers instead (Slack, SMTP, ...), add it beside this one in
+    the DAG's ``on_failure_callback`` list.
+    """
+
+    def notify(self, context: dict[str, Any]) -> None:
+        from recsys.alerts import send_alert
+
+        send_alert(failure_alert(context))
+
+
+def failure_alert(context: dict[str, Any]) -> dict[str, Any]:
+    """The alert's fields from an Airflow callback context (DAG- or task-level)."""
+    dag_run = context.get("dag_run")
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    logical = context.get("logical_date") or getattr(dag_run, "logical_date", None)
+    error = context.get("exception") or context.get("reason")
+    return {
+        "dag_id": getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", None),
+        "run_id": context.get("run_id") or getattr(dag_run, "run_id", None),
+        "state": "failed",
+        "task_id": getattr(ti, "task_id", None),
+        "logical_date": logical.isoformat() if hasattr(logical, "isoformat") else logical,
+        "campaign": (context.get("params") or {}).get("campaign"),
+        "error": str(error) if error else None,
+    }
 
 
 def storage(params: dict[str, Any]):

@@ -22,7 +22,9 @@ date (or the `as_of` param), so a retry, a rerun or a backfill writes only its o
   users (each writes its parts), and `finalize_batch` writes the manifest, `_SUCCESS`, then the
   `latest` pointer, and publishes the `recsys_batch_<campaign>` Asset.
 
-Rollback is the `recsys_rollback` DAG (or `recsys campaign rollback`).
+Rollback is the `recsys_rollback` DAG (or `recsys campaign rollback`). A run that fails or
+outlives `RECSYS_NIGHTLY_TIMEOUT_HOURS` (12 by default) raises one alert (`recsys.alerts`).
+Each param of the trigger form says what it does; docs/OPERATIONS.md has the whole runbook.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from datetime import timedelta
 import pendulum
 from _recsys_airflow import (
     CAMPAIGN,
+    NIGHTLY_TIMEOUT,
+    TRAIN_POOL,
+    TRAIN_QUEUE,
+    RecsysFailureNotifier,
     as_of,
     no_retry_on_bad_input,
     shard_list,
@@ -49,6 +55,9 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
     start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),  # any "as of" date may be backfilled,
     catchup=False,
     max_active_runs=1,
+    # A run still going after this fails (its running tasks are stopped) and alerts.
+    dagrun_timeout=NIGHTLY_TIMEOUT,
+    on_failure_callback=[RecsysFailureNotifier()],
     doc_md=__doc__,
     tags=["recsys", "nightly"],
     default_args={
@@ -66,15 +75,31 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
             title="Campaign",
             description="configs/campaigns/<name>.yaml; its solution and dataset group are used",
         ),
-        "import_mode": Param("FULL", enum=["FULL", "INCREMENTAL"], title="Import mode"),
-        "training_mode": Param("FULL", enum=["FULL", "UPDATE"], title="trainingMode"),
+        "import_mode": Param(
+            "FULL",
+            enum=["FULL", "INCREMENTAL"],
+            title="Import mode",
+            description="FULL: the snapshot is every drop up to the as-of date; INCREMENTAL: "
+            "the newest validated snapshot plus the new drops, upserted by id",
+        ),
+        "training_mode": Param(
+            "FULL",
+            enum=["FULL", "UPDATE"],
+            title="trainingMode",
+            description="FULL: train from scratch; UPDATE: warm-start from the latest version",
+        ),
         "recipe": Param(
             None,
             type=["null", "string"],
             title="Recipe override",
             description="e.g. popularity-count; empty = the solution's recipe",
         ),
-        "hyperparameters": Param({}, type="object", title="Hyperparameter overrides"),
+        "hyperparameters": Param(
+            {},
+            type="object",
+            title="Hyperparameter overrides",
+            description='merged over the solution\'s, for this run only, e.g. {"epochs": 5}',
+        ),
         "deploy": Param(
             "auto",
             enum=["auto", "force", "block"],
@@ -93,13 +118,15 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
             None,
             type=["null", "string"],
             title="As of (ISO date)",
-            description="rebuild as of this date instead of the logical date",
+            description="rebuild as of this date instead of the logical date "
+            "(drops whose day ended by then); empty = the run's logical date",
         ),
         "storage_conn_id": Param(
             None,
             type=["null", "string"],
             title="Storage connection id",
-            description="an AWS connection for S3 storage (else environment)",
+            description="an AWS connection for S3 storage (login/password = key/secret, "
+            "endpoint_url in the extra); empty = RECSYS_STORAGE_CONN_ID, else the environment",
         ),
     },
 )
@@ -129,7 +156,7 @@ def recsys_nightly():
                 imported["dataset_group"], imported["snapshot_id"], solution, storage(params)
             )
 
-    @task
+    @task(pool=TRAIN_POOL, queue=TRAIN_QUEUE)
     def train_solution_version(validated: dict) -> dict:
         from recsys import pipeline
         from recsys.config import CampaignConfig
@@ -147,7 +174,7 @@ def recsys_nightly():
                 storage=storage(params),
             )
 
-    @task
+    @task(pool=TRAIN_POOL, queue=TRAIN_QUEUE)
     def evaluate_solution_version(version: dict) -> dict:
         from recsys import pipeline
 

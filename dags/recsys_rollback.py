@@ -15,6 +15,7 @@ from datetime import timedelta
 import pendulum
 from _recsys_airflow import (
     CAMPAIGN,
+    RecsysFailureNotifier,
     as_of,
     no_retry_on_bad_input,
     shard_list,
@@ -32,6 +33,7 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
     start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    on_failure_callback=[RecsysFailureNotifier()],
     doc_md=__doc__,
     tags=["recsys", "rollback"],
     default_args={
@@ -41,16 +43,38 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         "execution_timeout": timedelta(hours=3),
     },
     params={
-        "campaign": Param(CAMPAIGN, type="string", title="Campaign"),
+        "campaign": Param(
+            CAMPAIGN,
+            type="string",
+            title="Campaign",
+            description="configs/campaigns/<name>.yaml; the campaign to roll back",
+        ),
         "to_version": Param(
             None,
             type=["null", "string"],
             title="Version to restore",
             description="a version id from the campaign's history; empty = the previous one",
         ),
-        "batch_shards": Param(4, type="integer", minimum=1, maximum=1024, title="Batch shards"),
-        "as_of": Param(None, type=["null", "string"], title="As of (ISO date)"),
-        "storage_conn_id": Param(None, type=["null", "string"], title="Storage connection id"),
+        "batch_shards": Param(
+            4,
+            type="integer",
+            minimum=1,
+            maximum=1024,
+            title="Batch shards",
+            description="mapped batch tasks for the rebuilt batch",
+        ),
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            title="As of (ISO date)",
+            description="the rebuilt batch's as-of date; empty = the run's logical date",
+        ),
+        "storage_conn_id": Param(
+            None,
+            type=["null", "string"],
+            title="Storage connection id",
+            description="an AWS connection for S3 storage; empty = RECSYS_STORAGE_CONN_ID",
+        ),
     },
 )
 def recsys_rollback():

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,3 +185,28 @@ def write_drop(storage, dataset_group: str, dataset_type: str, day: str, text: s
     key = f"landing/{dataset_group}/{dataset_type}/dt={day}/part-00000.csv"
     storage.write_text(key, text)
     return key
+
+
+def in_airflow_process(code: str, *args: str, tmp_path: Path) -> Any:
+    """Run ``code`` in a fresh interpreter and return what it prints as ``RESULT <json>``.
+
+    Importing Airflow configures logging for the whole process (it takes over the root
+    logger), which would change what later tests in this process see; a subprocess keeps it
+    out, as the DAG integrity tests do.
+    """
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, f"subprocess failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(line[len("RESULT ") :])

@@ -39,6 +39,12 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: {"retries": t.retries, "timeout": t.execution_timeout is not None}
                   for t in dag.tasks},
         "params": sorted(dag.params.keys()),
+        "param_docs": {k: {"title": p.schema.get("title"), "description": p.description}
+                       for k, p in dag.params.items()},
+        "dagrun_timeout": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
+        "on_failure": [type(c).__name__ for c in (
+            dag.on_failure_callback if isinstance(dag.on_failure_callback, list)
+            else [dag.on_failure_callback] if dag.on_failure_callback else [])],
     }
 print("RESULT" + json.dumps(out))
 """
@@ -82,6 +88,20 @@ def test_every_dag_has_tags_docs_and_retries(parsed):
         for task_id, task in dag["tasks"].items():
             assert task["retries"] >= 2, f"{dag_id}.{task_id}"
             assert task["timeout"], f"{dag_id}.{task_id} has no execution_timeout"
+
+
+def test_every_param_is_documented_in_the_trigger_form(parsed):
+    for dag_id, dag in parsed["dags"].items():
+        for name, doc in dag["param_docs"].items():
+            assert doc["title"], f"{dag_id}.{name} has no title"
+            assert doc["description"] and len(doc["description"]) > 10, f"{dag_id}.{name}"
+
+
+def test_failures_alert_and_the_nightly_run_has_a_timeout(parsed):
+    for dag_id, dag in parsed["dags"].items():
+        assert "RecsysFailureNotifier" in dag["on_failure"], dag_id
+    # Within a day, so a stuck run fails (and alerts) before the next night's run is due.
+    assert 0 < parsed["dags"]["recsys_nightly"]["dagrun_timeout"] <= 24 * 3600
 
 
 def test_nightly_dag_shape_and_params(parsed):
