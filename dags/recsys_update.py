@@ -33,6 +33,7 @@ from datetime import timedelta
 import pendulum
 from _recsys_airflow import (
     CAMPAIGN,
+    RecsysFailureNotifier,
     as_of,
     no_retry_on_bad_input,
     shard_list,
@@ -52,6 +53,7 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "update"],
+    on_failure_callback=[RecsysFailureNotifier()],
     default_args={
         "owner": "recsys",
         "retries": 2,
@@ -70,7 +72,14 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         "refresh_batch": Param(
             False, type="boolean", title="Refresh batch", description="rebuild batch outputs"
         ),
-        "batch_shards": Param(4, type="integer", minimum=1, maximum=1024, title="Batch shards"),
+        "batch_shards": Param(
+            4,
+            type="integer",
+            minimum=1,
+            maximum=1024,
+            title="Batch shards",
+            description="number of mapped batch tasks when refresh_batch is on",
+        ),
         "as_of": Param(
             None,
             type=["null", "string"],
