@@ -44,7 +44,7 @@ UP_DEFAULTS = {
 }
 
 
-def evaluate(score_fn, split, histories, targets, users) -> dict[str, float]:
+def evaluate(score_fn, histories, targets, users) -> dict[str, float]:
     acc: dict[str, list] = {}
     for b in range(0, len(users), 512):
         u = users[b : b + 512]
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     rows, curve = [], []
 
     def report(name, fn, seconds, note=""):
-        m = evaluate(fn, split, hist_full, split.test, split.users)
+        m = evaluate(fn, hist_full, split.test, split.users)
         rows.append((name, m, seconds, note))
         print(
             f"{name}: NDCG@10 {m['NDCG@10']:.4f} HR@10 {m['HR@10']:.4f} ({seconds:.1f}s) {note}",
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
             for alpha in (0.25, 0.5, 0.75):
                 rec = get_recipe(name)(popularity_discount_factor=alpha, min_cointeraction_count=1)
                 rec.fit(split.train, TrainingOptions())
-                v = evaluate(rec.score, split, hist_train, split.valid, split.users)["NDCG@10"]
+                v = evaluate(rec.score, hist_train, split.valid, split.users)["NDCG@10"]
                 best = max(best or (v, alpha), (v, alpha))
             t = time.perf_counter()
             rec = get_recipe(name)(popularity_discount_factor=best[1], min_cointeraction_count=1)
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
             best = None
             for lam in (10.0, 50.0, 200.0, 500.0):
                 B = ease_fit(split.train, lam)
-                v = evaluate(ease_scorer(B, n_items), split, hist_train, split.valid, split.users)[
+                v = evaluate(ease_scorer(B, n_items), hist_train, split.valid, split.users)[
                     "NDCG@10"
                 ]
                 best = max(best or (v, lam), (v, lam))
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
                 train_s = elapsed - eval_time[0]
                 while marks and train_s >= marks[0]:
                     t0 = time.perf_counter()
-                    m = evaluate(recipe.score, split, hist_full, split.test, split.users)
+                    m = evaluate(recipe.score, hist_full, split.test, split.users)
                     curve.append((marks.pop(0) / 60, epoch, train_s, m["NDCG@10"], m["HR@10"]))
                     print(
                         f"  after {curve[-1][0]:g} min (epoch {epoch}): NDCG@10 {m['NDCG@10']:.4f}",
