@@ -22,6 +22,31 @@ TRAIN_QUEUE = os.environ.get("RECSYS_TRAIN_QUEUE", "default")
 NIGHTLY_TIMEOUT = timedelta(hours=float(os.environ.get("RECSYS_NIGHTLY_TIMEOUT_HOURS", "12")))
 
 
+def shared_params(*, campaign: str, as_of: str, batch_shards: str) -> dict[str, Any]:
+    """The trigger-form params every recsys DAG has; the descriptions say what they do there."""
+    from airflow.sdk import Param
+
+    return {
+        "campaign": Param(CAMPAIGN, type="string", title="Campaign", description=campaign),
+        "batch_shards": Param(
+            4,
+            type="integer",
+            minimum=1,
+            maximum=1024,
+            title="Batch shards",
+            description=batch_shards,
+        ),
+        "as_of": Param(None, type=["null", "string"], title="As of (ISO date)", description=as_of),
+        "storage_conn_id": Param(
+            None,
+            type=["null", "string"],
+            title="Storage connection id",
+            description="an AWS connection for S3 storage (login/password = key/secret, "
+            "endpoint_url in the extra); empty = RECSYS_STORAGE_CONN_ID, else the environment",
+        ),
+    }
+
+
 class RecsysFailureNotifier(BaseNotifier):
     """The DAGs' failure hook point: a failed (or timed-out) run becomes one alert.
 

@@ -42,6 +42,7 @@ from _recsys_airflow import (
     no_retry_on_bad_input,
     shard_list,
     sharded_batch,
+    shared_params,
     storage,
 )
 from airflow.sdk import Asset, Param, dag, get_current_context, task
@@ -69,11 +70,11 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         "execution_timeout": timedelta(hours=3),
     },
     params={
-        "campaign": Param(
-            CAMPAIGN,
-            type="string",
-            title="Campaign",
-            description="configs/campaigns/<name>.yaml; its solution and dataset group are used",
+        **shared_params(
+            campaign="configs/campaigns/<name>.yaml; its solution and dataset group are used",
+            as_of="rebuild as of this date instead of the logical date "
+            "(drops whose day ended by then); empty = the run's logical date",
+            batch_shards="mapped batch tasks (workers share them)",
         ),
         "import_mode": Param(
             "FULL",
@@ -105,28 +106,6 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
             enum=["auto", "force", "block"],
             title="Deploy",
             description="auto: the promotion gate decides; force: deploy anyway; block: never",
-        ),
-        "batch_shards": Param(
-            4,
-            type="integer",
-            minimum=1,
-            maximum=1024,
-            title="Batch shards",
-            description="mapped batch tasks (workers share them)",
-        ),
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            title="As of (ISO date)",
-            description="rebuild as of this date instead of the logical date "
-            "(drops whose day ended by then); empty = the run's logical date",
-        ),
-        "storage_conn_id": Param(
-            None,
-            type=["null", "string"],
-            title="Storage connection id",
-            description="an AWS connection for S3 storage (login/password = key/secret, "
-            "endpoint_url in the extra); empty = RECSYS_STORAGE_CONN_ID, else the environment",
         ),
     },
 )

@@ -20,6 +20,7 @@ from _recsys_airflow import (
     no_retry_on_bad_input,
     shard_list,
     sharded_batch,
+    shared_params,
     storage,
 )
 from airflow.sdk import Asset, Param, dag, get_current_context, task
@@ -43,37 +44,16 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         "execution_timeout": timedelta(hours=3),
     },
     params={
-        "campaign": Param(
-            CAMPAIGN,
-            type="string",
-            title="Campaign",
-            description="configs/campaigns/<name>.yaml; the campaign to roll back",
+        **shared_params(
+            campaign="configs/campaigns/<name>.yaml; the campaign to roll back",
+            as_of="the rebuilt batch's as-of date; empty = the run's logical date",
+            batch_shards="mapped batch tasks for the rebuilt batch",
         ),
         "to_version": Param(
             None,
             type=["null", "string"],
             title="Version to restore",
             description="a version id from the campaign's history; empty = the previous one",
-        ),
-        "batch_shards": Param(
-            4,
-            type="integer",
-            minimum=1,
-            maximum=1024,
-            title="Batch shards",
-            description="mapped batch tasks for the rebuilt batch",
-        ),
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            title="As of (ISO date)",
-            description="the rebuilt batch's as-of date; empty = the run's logical date",
-        ),
-        "storage_conn_id": Param(
-            None,
-            type=["null", "string"],
-            title="Storage connection id",
-            description="an AWS connection for S3 storage; empty = RECSYS_STORAGE_CONN_ID",
         ),
     },
 )

@@ -38,6 +38,7 @@ from _recsys_airflow import (
     no_retry_on_bad_input,
     shard_list,
     sharded_batch,
+    shared_params,
     storage,
 )
 from airflow.sdk import Asset, Param, dag, get_current_context, task
@@ -63,34 +64,13 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         "execution_timeout": timedelta(minutes=60),
     },
     params={
-        "campaign": Param(
-            CAMPAIGN,
-            type="string",
-            title="Campaign",
-            description="configs/campaigns/<name>.yaml (its `update:` section sets k etc.)",
+        **shared_params(
+            campaign="configs/campaigns/<name>.yaml (its `update:` section sets k etc.)",
+            as_of="run as of this date instead of the logical date",
+            batch_shards="number of mapped batch tasks when refresh_batch is on",
         ),
         "refresh_batch": Param(
             False, type="boolean", title="Refresh batch", description="rebuild batch outputs"
-        ),
-        "batch_shards": Param(
-            4,
-            type="integer",
-            minimum=1,
-            maximum=1024,
-            title="Batch shards",
-            description="number of mapped batch tasks when refresh_batch is on",
-        ),
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            title="As of (ISO date)",
-            description="run as of this date instead of the logical date",
-        ),
-        "storage_conn_id": Param(
-            None,
-            type=["null", "string"],
-            title="Storage connection id",
-            description="an AWS connection for S3 storage (else environment)",
         ),
     },
 )
