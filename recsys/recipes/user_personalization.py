@@ -45,6 +45,9 @@ from recsys.recipes.features import (
 )
 from recsys.recipes.sampling import AliasSampler, sampled_softmax_loss
 
+#: Largest users × items score block held at once while validating (floats).
+SCORE_ELEMENTS = 1 << 25
+
 log = get_logger(__name__)
 
 
@@ -112,14 +115,45 @@ class SequenceModel(nn.Module):
             f = f + self.meta_num(numeric)
         return f
 
-    def item_vectors(self) -> torch.Tensor:
-        """z for items 1..n (row 0 = padding): (n_items + 1) × dim."""
-        e = self.item_emb.weight
-        if not self.has_meta:
-            return e
-        f = self.metadata()
-        f = torch.cat([torch.zeros_like(f[:1]), f], 0)
+    def metadata_rows(self, items: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+        """f for the given item indices (0-based; -1 = padding, which gets f = 0)."""
+        ok = items >= 0
+        rows = items.clamp_min(0)
+        ends = torch.cat([self.f_offsets[1:], self.f_offsets.new_tensor([len(self.f_tokens)])])
+        starts = self.f_offsets[rows]
+        lengths = torch.where(ok, ends[rows] - starts, torch.zeros_like(starts))
+        bag_offsets = torch.cumsum(lengths, 0) - lengths
+        # token positions of the selected bags, concatenated
+        pos = torch.repeat_interleave(starts - bag_offsets, lengths) + torch.arange(
+            int(lengths.sum()), dtype=starts.dtype
+        )
+        f = F.embedding_bag(
+            self.f_tokens[pos], self.meta_bag.weight, bag_offsets, mode="mean", sparse=sparse
+        )
+        if self.meta_num is not None:
+            f = f + self.meta_num(self.f_numeric[rows]) * ok.unsqueeze(-1)
+        return f
+
+    def item_vectors(self, codes: torch.Tensor | None = None, sparse: bool = False) -> torch.Tensor:
+        """z for items 1..n (row 0 = padding): (n_items + 1) × dim; or, given ``codes``
+        (1-based item codes, 0 = padding), z of just those rows — what sampled training needs
+        at a large catalogue, with sparse gradients for the id (and metadata) embeddings."""
+        if codes is None:
+            e = self.item_emb.weight
+            if not self.has_meta:
+                return e
+            f = self.metadata()
+            f = torch.cat([torch.zeros_like(f[:1]), f], 0)
+        else:
+            e = F.embedding(codes, self.item_emb.weight, padding_idx=0, sparse=sparse)
+            if not self.has_meta:
+                return e
+            f = self.metadata_rows(codes - 1, sparse=sparse)
         return e + self.fuse(torch.cat([e, f], dim=1))  # residual form of W[e; f]
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The catalogue-sized tables that get sparse gradients in sampled training."""
+        return [self.item_emb.weight] + ([self.meta_bag.weight] if self.has_meta else [])
 
     def encode(self, seq: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """seq (B × L) of item codes (0 = pad, left-padded) → hidden states (B × L × d)."""
@@ -168,6 +202,8 @@ class UserPersonalization(Recipe):
         self.features: ItemFeatures | None = None
         self.best_validation: float | None = None
         self.epochs_trained = 0
+        self.tokens_trained = 0  # training targets seen (for throughput reports)
+        self._z_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -310,17 +346,30 @@ class UserPersonalization(Recipe):
             w[r, L - k :] = wi
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w)
 
+    def _optimizers(self, sampled: bool) -> list[torch.optim.Optimizer]:
+        """AdamW over everything; in sampled mode the catalogue-sized tables get sparse
+        gradients and a lazy SparseAdam, so a step costs what the batch touches, not what
+        the catalogue holds (a 1M × d table updated densely every step would dominate)."""
+        hp = self.hyperparameters
+        model = self.model
+        assert model is not None
+        lr, wd = float(hp["learning_rate"]), float(hp["weight_decay"])
+        if not sampled:
+            return [torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)]
+        sparse = {id(p) for p in model.sparse_parameters()}
+        dense = [p for p in model.parameters() if id(p) not in sparse]
+        return [
+            torch.optim.AdamW(dense, lr=lr, weight_decay=wd),
+            torch.optim.SparseAdam(model.sparse_parameters(), lr=lr),
+        ]
+
     def _train(self, seqs, val_users, histories, counts, epochs, budget, options, rng):
         hp = self.hyperparameters
         model = self.model
         assert model is not None
-        opt = torch.optim.AdamW(
-            model.parameters(),
-            lr=float(hp["learning_rate"]),
-            weight_decay=float(hp["weight_decay"]),
-        )
         n_items = model.n_items
         sampled = n_items > int(hp["full_softmax_max_items"])
+        optimizers = self._optimizers(sampled)
         if sampled:
             q = (counts + 1.0) ** 0.75
             q = q / q.sum()
@@ -329,40 +378,66 @@ class UserPersonalization(Recipe):
         best, best_state, bad = -1.0, None, 0
         started = time.perf_counter()
         bs = int(hp["batch_size"])
+        out_of_time = False
         for epoch in range(1, epochs + 1):
             model.train()
             total, n_tok = 0.0, 0
             for batch in self._batches(self._windows(seqs, rng), bs, rng):
                 x, y, w = self._batch(batch)
                 with self._autocast():
-                    z = model.item_vectors()
-                    hid = model.encode(x, z)
-                    mask = y > 0
-                    h = hid[mask]
-                    t = y[mask] - 1
-                    wt = w[mask]
                     if sampled:
-                        neg = torch.as_tensor(sampler.sample(int(hp["num_negatives"])))
-                        loss = sampled_softmax_loss(h, t, z[1:], model.item_bias, neg, log_q, wt)
+                        neg = torch.as_tensor(sampler.sample(int(hp["num_negatives"]))) + 1
+                        # only the rows this batch touches: padding (0), inputs, targets, negatives
+                        codes = torch.unique(torch.cat([x.new_zeros(1), x.ravel(), y.ravel(), neg]))
+                        z = model.item_vectors(codes, sparse=True)
+                        hid = model.encode(torch.searchsorted(codes, x), z)
+                        mask = y > 0
+                        rows = (codes - 1).clamp_min(0)
+                        loss = sampled_softmax_loss(
+                            hid[mask],
+                            torch.searchsorted(codes, y[mask]),
+                            z,
+                            model.item_bias[rows],
+                            torch.searchsorted(codes, neg),
+                            log_q[rows],
+                            w[mask],
+                        )
+                        n = int(mask.sum())
                     else:
+                        z = model.item_vectors()
+                        hid = model.encode(x, z)
+                        mask = y > 0
+                        h = hid[mask]
+                        t = y[mask] - 1
+                        wt = w[mask]
                         logits = h @ z[1:].T + model.item_bias
                         per = F.cross_entropy(logits.float(), t, reduction="none")
                         loss = (per * wt).sum() / wt.sum().clamp_min(1e-9)
-                opt.zero_grad(set_to_none=True)
+                        n = len(t)
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(t)
-                n_tok += len(t)
+                for opt in optimizers:
+                    opt.step()
+                total += float(loss.detach()) * n
+                n_tok += n
+                # a large catalogue's epoch can outlast the budget: stop mid-epoch
+                if budget is not None and time.perf_counter() - started >= budget:
+                    out_of_time = True
+                    break
             self.epochs_trained = epoch
+            self.tokens_trained += n_tok
             elapsed = time.perf_counter() - started
             score = self._validate(val_users, histories) if len(val_users) else -float(total)
             log.info(
                 "epoch",
                 epoch=epoch,
+                complete=not out_of_time,
                 loss=round(total / max(n_tok, 1), 4),
                 val_ndcg10=round(score, 4),
                 seconds=round(elapsed, 1),
             )
+            self._z_cache = None  # weights moved: item factors are stale
             if options.on_epoch is not None:
                 options.on_epoch(self, epoch, elapsed)
             if score > best:
@@ -370,23 +445,38 @@ class UserPersonalization(Recipe):
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 bad += 1
-            if bad >= int(hp["patience"]) or (budget is not None and elapsed >= budget):
+            if (
+                out_of_time
+                or bad >= int(hp["patience"])
+                or (budget is not None and elapsed >= budget)
+            ):
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
+        self._z_cache = None
         self.best_validation = best
         model.eval()
 
     def _validate(self, val_users, histories) -> float:
-        """NDCG@10 of each validation user's held-out last item (seen items excluded)."""
-        inputs = [histories[u][:-1] for u in val_users]
-        targets = np.array([histories[u][-1] for u in val_users])
-        scores = self._scores(inputs)
-        for r, h in enumerate(inputs):
-            scores[r, h[h != targets[r]]] = -np.inf  # seen items out, but never the answer
-        target_scores = scores[np.arange(len(targets)), targets]
-        rank = (scores > target_scores[:, None]).sum(axis=1)
-        return float(np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0).mean())
+        """NDCG@10 of each validation user's held-out last item (seen items excluded), in
+        user blocks so a large catalogue never needs a users × items matrix."""
+        model = self.model
+        assert model is not None
+        block = max(1, min(512, SCORE_ELEMENTS // max(model.n_items, 1)))
+        gains = []
+        with torch.no_grad(), self._autocast():
+            z = model.item_vectors()
+        for b0 in range(0, len(val_users), block):
+            users = val_users[b0 : b0 + block]
+            inputs = [histories[u][:-1] for u in users]
+            targets = np.array([histories[u][-1] for u in users])
+            scores = self._scores(inputs, z)
+            for r, h in enumerate(inputs):
+                scores[r, h[h != targets[r]]] = -np.inf  # seen items out, but never the answer
+            target_scores = scores[np.arange(len(targets)), targets]
+            rank = (scores > target_scores[:, None]).sum(axis=1)
+            gains.append(np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0))
+        return float(np.concatenate(gains).mean())
 
     def _warm_start(self, previous: UserPersonalization) -> None:
         """UPDATE: copy the previous model's weights; existing items keep their rows."""
@@ -417,27 +507,62 @@ class UserPersonalization(Recipe):
 
     # -- inference -----------------------------------------------------------------------
     @torch.no_grad()
-    def _scores(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+    def _hidden(self, histories: Sequence[np.ndarray], z: torch.Tensor | None = None) -> np.ndarray:
+        """h_u (len × d, float32) for non-empty histories."""
+        model = self.model
+        assert model is not None
+        model.eval()
+        out = np.empty((len(histories), model.dim), dtype=np.float32)
+        with self._autocast():
+            z = model.item_vectors() if z is None else z
+            for b in range(0, len(histories), 512):
+                x = self._pad_last(histories[b : b + 512])
+                out[b : b + len(x)] = model.encode(x, z)[:, -1].float().numpy()
+        return out
+
+    @torch.no_grad()
+    def _scores(self, histories: Sequence[np.ndarray], z: torch.Tensor | None = None) -> np.ndarray:
         model = self.model
         assert model is not None
         model.eval()
         out = np.empty((len(histories), model.n_items), dtype=np.float32)
         with self._autocast():
-            z = model.item_vectors()
+            z = model.item_vectors() if z is None else z
             for b in range(0, len(histories), 512):
                 x = self._pad_last(histories[b : b + 512])
                 h = model.encode(x, z)[:, -1]
                 out[b : b + len(x)] = (h @ z[1:].T + model.item_bias).float().numpy()
         return out
 
-    def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+    def _item_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(z[1:] with the cold-start column appended, b), computed once per model."""
+        model = self.model
+        assert model is not None
+        if self._z_cache is None or self._z_cache[0] is not model:
+            with torch.no_grad():
+                z = model.item_vectors()[1:].float().numpy()
+            b = model.item_bias.detach().float().numpy().copy()
+            # a user without history scores log-popularity: u = [0…0, 1] picks this column
+            cold_col = (np.log(self.popularity + 1e-9) - b).astype(np.float32)
+            self._z_cache = (model, np.ascontiguousarray(np.c_[z, cold_col]), b)
+        return self._z_cache[1], self._z_cache[2]
+
+    def factors(self, users: np.ndarray, histories: Sequence[np.ndarray]):
+        """Scores as ``[h_u, 0] · [z_i, c_i] + b_i`` (history) or ``[0, 1] · … `` (cold start,
+        where ``c_i = log popularity_i − b_i``): lets batch inference use blocked matmuls.
+        Under bf16 autocast these agree with :meth:`score` to bf16 rounding, not bit for bit."""
+        items, bias = self._item_factors()
         has = np.array([len(h) > 0 and (np.asarray(h) >= 0).any() for h in histories], bool)
-        out = np.empty((len(histories), len(self.item_ids)), dtype=np.float32)
+        u = np.zeros((len(histories), items.shape[1]), dtype=np.float32)
         if has.any():
-            out[has] = self._scores([h for h, k in zip(histories, has, strict=True) if k])
-        if (~has).any():  # cold start: no history at all → popularity
-            out[~has] = np.log(self.popularity + 1e-9)
-        return out
+            u[has, :-1] = self._hidden([h for h, k in zip(histories, has, strict=True) if k])
+        u[~has, -1] = 1.0
+        return u, items, bias
+
+    def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Users with a history: ``z_iᵀ h_u + b_i``; without one: log-popularity."""
+        u, items, bias = self.factors(users, histories)
+        return u @ items.T + bias
 
     # -- new items (the 2-hourly update) -------------------------------------------------
     @torch.no_grad()

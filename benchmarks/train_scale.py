@@ -1,0 +1,152 @@
+"""Training user-personalization as the catalogue grows: time, throughput and memory.
+
+    python -m benchmarks.train_scale [--sizes 10k,100k,1M] [--minutes 3] [--record]
+
+For each size N: a synthetic catalogue of N items with metadata (genres, price, title), N
+users and 10·N interactions (``recsys.data.sources.synthetic``), trained with the recipe's
+own switch between full softmax (N ≤ ``full_softmax_max_items``) and sampled softmax with
+logQ correction above it, under a time budget. Each size runs in its own process so its
+peak memory (ru_maxrss) is its own. Reports training targets per second, the time a full
+epoch takes at that rate, validation NDCG@10 reached in the budget, and peak memory.
+``--modes full,sampled`` forces both losses at every size (to place the switch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from benchmarks.pipeline import REPO, machine
+
+HP = {
+    "hidden_dimension": 64,
+    "bptt": 50,
+    "recency_mask": False,
+    "num_layers": 2,
+    "dropout": 0.2,
+    "batch_size": 128,
+    "learning_rate": 2e-3,
+    "use_metadata": True,
+    "max_user_history_length_percentile": 1.0,
+    "validation_users": 2000,
+    "num_negatives": 2048,
+}
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("km")) * scale)
+
+
+def rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+
+
+def one(n_items: int, minutes: float, mode: str) -> dict:
+    """Generate, prepare and train one size in this process; returns the measurements."""
+
+    from recsys.data.dataset import Dataset
+    from recsys.data.sources.synthetic import generate
+    from recsys.recipes import TrainingOptions, UserPersonalization
+    from recsys.schema import DatasetGroup
+
+    out: dict = {"items": n_items, "mode": mode}
+    t = time.perf_counter()
+    raw = generate(
+        n_users=n_items, n_items=n_items, n_interactions=10 * n_items, impressions=False, seed=0
+    )
+    out["generate_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    schema = DatasetGroup.load("synthetic").schemas["items"]
+    data = Dataset(raw.interactions, raw.items, item_schema=schema)
+    del raw
+    hist = data.user_histories()
+    out["interactions"] = len(data.interactions)
+    out["targets_per_epoch"] = int(sum(max(len(h) - 1, 0) for h in hist))
+    del hist
+    out["prepare_s"] = time.perf_counter() - t
+    out["rss_data_gib"] = rss_gib()
+    limit = {"auto": None, "full": 10**12, "sampled": 0}[mode]
+    hp = {**HP, "max_training_minutes": minutes, "epochs": 1000}
+    if limit is not None:
+        hp["full_softmax_max_items"] = limit
+    rec = UserPersonalization(**hp)
+    t = time.perf_counter()
+    rec.fit(data, TrainingOptions(seed=0))
+    out["fit_s"] = time.perf_counter() - t
+    out["sampled"] = bool(rec.model.n_items > int(rec.hyperparameters["full_softmax_max_items"]))
+    out["targets_trained"] = int(rec.tokens_trained)
+    out["epochs"] = rec.epochs_trained
+    out["val_ndcg10"] = rec.best_validation
+    out["rss_peak_gib"] = rss_gib()
+    out["params_mib"] = sum(p.numel() for p in rec.model.parameters()) * 4 / 2**20
+    out["parameters"] = int(sum(p.numel() for p in rec.model.parameters()))
+    return out
+
+
+def table(rows: list[dict], minutes: float) -> str:
+    lines = [
+        f"Synthetic data (items = users = N, 10·N interactions, metadata on); d=64, bptt 50, "
+        f"2 layers, batch 128, 2,048 negatives when sampled; budget {minutes:g} min of training "
+        "per size (validation included); one process per size.",
+        "",
+        "| items | loss | targets/s | epoch (s, at that rate) | epochs run | val NDCG@10 | "
+        "generate + prepare (s) | parameters | peak RSS (GiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        rate = r["targets_trained"] / max(r["fit_s"], 1e-9)
+        loss = "sampled (logQ)" if r["sampled"] else "full softmax"
+        lines.append(
+            f"| {r['items']:,} | {loss} | {rate:,.0f} | {r['targets_per_epoch'] / rate:,.0f} | "
+            f"{r['epochs']} | {r['val_ndcg10']:.4f} | "
+            f"{r['generate_s']:.0f} + {r['prepare_s']:.0f} | {r['parameters'] / 1e6:.1f}M | "
+            f"{r['rss_peak_gib']:.2f} (data {r['rss_data_gib']:.2f}) |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="10k,100k,1M")
+    p.add_argument("--minutes", type=float, default=3.0, help="training budget per size")
+    p.add_argument("--modes", default="auto", help="auto, or a list of full,sampled")
+    p.add_argument("--record", action="store_true", help="append the table to docs/BENCHMARKS.md")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("RECSYS_PROGRESS", "0")
+    if args.one:
+        print(json.dumps(one(parse_size(args.one), args.minutes, args.modes)))
+        return 0
+    rows = []
+    for size in args.sizes.split(","):
+        for mode in args.modes.split(","):
+            cmd = [sys.executable, "-m", "benchmarks.train_scale", "--one", size]
+            cmd += ["--minutes", str(args.minutes), "--modes", mode]
+            # the child's epoch logs go straight to stderr; its last stdout line is the result
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+            if res.returncode != 0:
+                return res.returncode
+            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    text = table(rows, args.minutes)
+    print(text)
+    if args.record:
+        cmd = "python -m benchmarks.train_scale " + " ".join(sys.argv[1:])
+        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
+            f.write(
+                f"\n### Training at scale, {time.strftime('%Y-%m-%d', time.gmtime())}\n\n"
+                f"Command: `{cmd}`  \nMachine: {machine()} "
+                f"(load average {os.getloadavg()[0]:.1f} at the end)\n\n{text}\n"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
