@@ -1,4 +1,4 @@
-# make demo | make test | make lint — each installs what is missing first.
+# make demo | make test | make bench | make lint — each installs what is missing first.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The install stamp changes whenever the lock or the project metadata changes.
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test bench lint format clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# make bench [SIZE=large]: every benchmark, tables into docs/BENCHMARKS.md, plots into docs/bench/
+SIZE ?= small
+bench: install
+	$(BIN)/python -m benchmarks.suite --size $(SIZE) --record
 
 lint: install
 	$(BIN)/ruff check .

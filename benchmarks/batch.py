@@ -15,15 +15,13 @@ command and machine, to docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import numpy as np
 
-from benchmarks.pipeline import REPO, machine
+from benchmarks.common import load, record, write_json
 from recsys.inference.topk import CHUNK_ELEMENTS, recommend, top_k
 from recsys.recipes.base import Recipe
 
@@ -152,30 +150,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="best of N timed runs")
     parser.add_argument("--record", action="store_true", help="append to docs/BENCHMARKS.md")
+    parser.add_argument("--json", help="also write the results here (for the plots)")
     args = parser.parse_args(argv)
-    load_before = os.getloadavg()[0]
+    load_before = load()
     flops = gemm_flops(args.dim)
     rows = [run_one(n, args.dim, args.repeats) for n in args.items]
     flops = max(flops, gemm_flops(args.dim))  # the limit is the best rate seen, before or after
-    load_after = os.getloadavg()[0]
     text = table(rows, flops)
     print(text)
     if any(r["mismatch"] for r in rows):
         print("ERROR: results differ from a dense top-k", file=sys.stderr)
         return 1
+    write_json(args.json, "batch", {"dim": args.dim, "gemm_flops": flops, "rows": rows})
     if args.record:
-        command = "python -m benchmarks.batch " + " ".join(argv or sys.argv[1:])
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(
-                f"\n### Batch inference vs the matmul limit, {stamp}\n\n"
-                f"Command: `{command.strip()}`  \nMachine: {machine()}; load average "
-                f"{load_before:.1f} before, {load_after:.1f} after (other work was running on "
-                f"the same 2 cores when the load is above ~0.5)\n\n"
-                f"Top-{K}, {SEEN} already-seen items excluded per user, float32, blocked over "
-                f"users and item chunks (no users × items matrix); best of {args.repeats} "
-                f"timed runs.\n\n{text}\n"
-            )
+        record(
+            "Batch inference vs the matmul limit",
+            "benchmarks.batch",
+            argv,
+            f"Top-{K}, {SEEN} already-seen items excluded per user, float32, blocked over "
+            f"users and item chunks (no users × items matrix); best of {args.repeats} "
+            f"timed runs.\n\n{text}",
+            note=f"Before: {load_before}.",
+        )
     return 0
 
 

@@ -12,34 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.common import REPO, machine, record, write_json  # noqa: F401 (re-exported)
 from recsys import pipeline
 from recsys.config import CampaignConfig
 from recsys.data.sources.movielens import load_movielens
 from recsys.data.sources.replay import replay
 from recsys.storage import Storage
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def run(
@@ -114,19 +99,19 @@ def main(argv=None) -> int:
     parser.add_argument("--storage", help="storage root (default: a new temp dir)")
     parser.add_argument("--recipe", help="override the campaign solution's recipe")
     parser.add_argument("--record", action="store_true", help="append to docs/BENCHMARKS.md")
+    parser.add_argument("--json", help="also write the results here (for the plots)")
     args = parser.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
     rows, metrics = run(args.data_dir, args.storage, recipe=args.recipe)
     text = table(rows, metrics, args.data_dir)
     print(text)
+    write_json(
+        args.json,
+        "pipeline",
+        {"stages": [{"stage": n, "seconds": s, "note": d} for n, s, d in rows], "metrics": metrics},
+    )
     if args.record:
-        cmd = "python -m benchmarks.pipeline " + " ".join(sys.argv[1:])
-        stamp = time.strftime("%Y-%m-%d", time.gmtime())
-        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(
-                f"\n### Nightly pipeline, {stamp}\n\nCommand: `{cmd}`  \n"
-                f"Machine: {machine()}\n\n{text}\n"
-            )
+        record("Nightly pipeline", "benchmarks.pipeline", argv, text)
     return 0
 
 

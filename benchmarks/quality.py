@@ -15,19 +15,17 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from benchmarks.pipeline import machine
+from benchmarks.common import REPO, record, write_json
 from recsys.data.dataset import Dataset
 from recsys.data.sources.movielens import load_movielens
 from recsys.evaluation.loo import five_core, leave_one_out, rank_metrics
 from recsys.recipes import TrainingOptions, get_recipe
 from recsys.schema import DatasetGroup
 
-REPO = Path(__file__).resolve().parent.parent
 # The configuration we ship for MovieLens-like data (configs/solutions/movielens-up.yaml).
 UP_DEFAULTS = {
     "hidden_dimension": 64,
@@ -88,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoints", default="2,4,8", help="minutes at which to report test NDCG")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--record", action="store_true")
+    p.add_argument("--json", help="also write the results here (for the plots)")
     args = p.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
 
@@ -205,13 +204,20 @@ def main(argv=None) -> int:
         lines += [f"| {mk:g} min | {ep} | {nd:.4f} | {hr:.4f} |" for mk, ep, _, nd, hr in curve]
     text = "\n".join(lines)
     print(text)
+    write_json(
+        args.json,
+        "quality",
+        {
+            "data": header,
+            "models": [{"model": n, **m, "seconds": sec, "note": note} for n, m, sec, note in rows],
+            "curve": [
+                {"minutes": mk, "epoch": ep, "train_s": ts, "NDCG@10": nd, "HR@10": hr}
+                for mk, ep, ts, nd, hr in curve
+            ],
+        },
+    )
     if args.record:
-        cmd = "python -m benchmarks.quality " + " ".join(sys.argv[1:])
-        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(
-                f"\n### Quality, leave-one-out, {time.strftime('%Y-%m-%d', time.gmtime())}\n\n"
-                f"Command: `{cmd}`  \nMachine: {machine()}\n\n{text}\n"
-            )
+        record("Quality, leave-one-out", "benchmarks.quality", argv, text)
     return 0
 
 

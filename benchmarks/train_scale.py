@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.pipeline import REPO, machine
+from benchmarks.common import REPO, record, write_json
 
 HP = {
     "hidden_dimension": 64,
@@ -118,6 +118,7 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=3.0, help="training budget per size")
     p.add_argument("--modes", default="auto", help="auto, or a list of full,sampled")
     p.add_argument("--record", action="store_true", help="append the table to docs/BENCHMARKS.md")
+    p.add_argument("--json", help="also write the results here (for the plots)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
@@ -137,14 +138,9 @@ def main(argv=None) -> int:
             print(json.dumps(rows[-1]), file=sys.stderr)
     text = table(rows, args.minutes)
     print(text)
+    write_json(args.json, "train_scale", {"minutes": args.minutes, "rows": rows})
     if args.record:
-        cmd = "python -m benchmarks.train_scale " + " ".join(sys.argv[1:])
-        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(
-                f"\n### Training at scale, {time.strftime('%Y-%m-%d', time.gmtime())}\n\n"
-                f"Command: `{cmd}`  \nMachine: {machine()} "
-                f"(load average {os.getloadavg()[0]:.1f} at the end)\n\n{text}\n"
-            )
+        record("Training at scale", "benchmarks.train_scale", argv, text)
     return 0
 
 

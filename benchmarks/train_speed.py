@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from benchmarks.pipeline import REPO, machine
+from benchmarks.common import REPO, record, write_json
 from benchmarks.quality import UP_DEFAULTS
 from recsys.data.dataset import Dataset
 from recsys.data.sources.movielens import load_movielens
@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=str(REPO / "data" / "ml-latest-small"))
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per precision")
     p.add_argument("--record", action="store_true")
+    p.add_argument("--json", help="also write the results here (for the plots)")
     args = p.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
     raw = load_movielens(args.data_dir)
@@ -52,14 +53,9 @@ def main(argv=None) -> int:
         lines.append(f"| {k} | {min(v):.2f} | {np.median(v):.2f} | {n / min(v):,.0f} |")
     text = "\n".join(lines)
     print(text)
+    write_json(args.json, "train_speed", {"interactions": n, "seconds": times})
     if args.record:
-        cmd = "python -m benchmarks.train_speed " + " ".join(sys.argv[1:])
-        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(
-                f"\n### Training speed, {time.strftime('%Y-%m-%d', time.gmtime())}\n\n"
-                f"Command: `{cmd}`  \nMachine: {machine()}, shared with other work "
-                f"(load average {os.getloadavg()[0]:.1f} at the end)\n\n{text}\n"
-            )
+        record("Training speed, fp32 vs bf16", "benchmarks.train_speed", argv, text)
     return 0
 
 

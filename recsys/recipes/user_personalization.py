@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ArtifactError, DataError
+from recsys.errors import ArtifactError, ConfigError, DataError
 from recsys.logs import get_logger
 from recsys.recipes import cold
 from recsys.recipes.base import Recipe, TrainingOptions
@@ -69,8 +69,14 @@ class SequenceModel(nn.Module):
         n_heads: int,
         dropout: float,
         features: ItemFeatures | None,
+        encoder: str = "transformer",
     ) -> None:
         super().__init__()
+        if encoder not in ("transformer", "gru"):
+            raise ConfigError(
+                f"user-personalization: encoder must be transformer or gru, not {encoder!r}"
+            )
+        self.kind = encoder
         self.n_items = n_items
         self.dim = dim
         self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)  # 0 = padding
@@ -88,16 +94,21 @@ class SequenceModel(nn.Module):
             self.register_buffer("f_tokens", torch.as_tensor(features.tokens), persistent=False)
             self.register_buffer("f_offsets", torch.as_tensor(features.offsets), persistent=False)
             self.register_buffer("f_numeric", torch.as_tensor(features.numeric), persistent=False)
-        layer = nn.TransformerEncoderLayer(
-            dim,
-            n_heads,
-            dim_feedforward=dim,
-            dropout=dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        if encoder == "gru":  # HRNN's choice: a recurrent state, no positions, no attention
+            self.encoder = nn.GRU(
+                dim, dim, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0
+            )
+        else:
+            layer = nn.TransformerEncoderLayer(
+                dim,
+                n_heads,
+                dim_feedforward=dim,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         self.register_buffer(
@@ -158,6 +169,9 @@ class SequenceModel(nn.Module):
     def encode(self, seq: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """seq (B × L) of item codes (0 = pad, left-padded) → hidden states (B × L × d)."""
         length = seq.shape[1]
+        if self.kind == "gru":  # left padding is all-zero input before the first item
+            x = self.dropout(F.embedding(seq, z)) * (seq > 0).unsqueeze(-1)
+            return self.norm(self.encoder(x)[0])
         x = F.embedding(seq, z) * math.sqrt(self.dim) + self.pos_emb.weight[-length:]
         x = self.dropout(x) * (seq > 0).unsqueeze(-1)
         x = self.encoder(x, mask=self.causal[:length, :length], is_causal=True)
@@ -178,6 +192,7 @@ class UserPersonalization(Recipe):
         # training
         "num_layers": 2,
         "num_heads": 1,
+        "encoder": "transformer",  # or "gru" (HRNN-style); see BENCHMARKS.md for the choice
         "dropout": 0.2,
         "epochs": 200,
         "batch_size": 128,
@@ -227,6 +242,7 @@ class UserPersonalization(Recipe):
             int(hp["num_heads"]),
             float(hp["dropout"]),
             features,
+            str(hp["encoder"]),
         )
 
     def _pad_last(self, seqs: Sequence[np.ndarray]) -> torch.Tensor:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ArtifactError
+from recsys.errors import ArtifactError, ConfigError
 from recsys.recipes import PopularityCount, TrainingOptions, UserPersonalization, load_model
 from recsys.storage import Storage
 
@@ -134,3 +135,20 @@ def test_update_keeps_rankings_and_adds_users_and_items(trained):
     u = list(updated.user_ids).index("u2000")
     new_scores = updated.score(np.array([u]), [np.array([list(updated.item_ids).index("n1")])])
     assert np.isfinite(new_scores).all()
+
+
+def test_gru_encoder_learns_the_sequence_too_and_round_trips(tmp_path):
+    data = cycle_data()
+    rec = UserPersonalization(**{**SMALL, "encoder": "gru"}).fit(data, TrainingOptions(seed=1))
+    assert isinstance(rec.model.encoder, torch.nn.GRU)
+    assert next_item_accuracy(rec, data) > 0.9
+    again = UserPersonalization(**{**SMALL, "encoder": "gru"})
+    again.item_ids, again.user_ids = rec.item_ids, rec.user_ids
+    again.load_state(rec.tensors(), rec.state_config())
+    hist = data.user_histories()[:5]
+    np.testing.assert_allclose(again.score(np.arange(5), hist), rec.score(np.arange(5), hist))
+
+
+def test_unknown_encoder_is_a_config_error():
+    with pytest.raises(ConfigError, match="encoder must be transformer or gru"):
+        UserPersonalization(**{**SMALL, "encoder": "lstm"}).fit(cycle_data(20), TrainingOptions())

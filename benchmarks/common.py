@@ -1,0 +1,53 @@
+"""What every benchmark shares: the machine line, recording a table in docs/BENCHMARKS.md, and
+the JSON results that ``benchmarks.suite`` collects for the plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min)"
+
+
+def record(title: str, module: str, argv, text: str, note: str = "") -> None:
+    """Append ``text`` under ``### {title}, {date}`` with the command, machine and load."""
+    args = " ".join(sys.argv[1:] if argv is None else argv)
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    extra = f" {note}" if note else ""
+    with open(DOC, "a", encoding="utf-8") as f:
+        f.write(
+            f"\n### {title}, {stamp}\n\nCommand: `python -m {module} {args}`".rstrip()
+            + f"  \nMachine: {machine()}; {load()} at the end.{extra}\n\n{text}\n"
+        )
+
+
+def write_json(path: str | None, name: str, payload: Any) -> None:
+    """Save results for the plots (``--json PATH``); nothing when no path was given."""
+    if not path:
+        return
+    out = {"benchmark": name, "machine": machine(), "load": os.getloadavg()[0], **payload}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1, default=float))
