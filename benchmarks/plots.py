@@ -68,7 +68,7 @@ def series(directory: Path) -> list[tuple[str, str, list[float], list[float]]]:
                 "training (10 interactions per item)",
                 "s per epoch",
                 [r["items"] for r in rows],
-                [r["targets_per_epoch"] * r["fit_s"] / max(r["targets_trained"], 1) for r in rows],
+                [r["targets_per_epoch"] * r["step_s"] / max(r["targets_trained"], 1) for r in rows],
             )
         )
     data = _read(directory, "scale_data")

@@ -218,6 +218,8 @@ class UserPersonalization(Recipe):
         self.best_validation: float | None = None
         self.epochs_trained = 0
         self.tokens_trained = 0  # training targets seen (for throughput reports)
+        self.step_seconds = 0.0  # time in training epochs (batching + steps), no validation
+        self.validation_seconds = 0.0  # time in early-stopping checks
         self._z_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
 
     # -- helpers -------------------------------------------------------------------------
@@ -398,6 +400,7 @@ class UserPersonalization(Recipe):
         for epoch in range(1, epochs + 1):
             model.train()
             total, n_tok = 0.0, 0
+            epoch_start = time.perf_counter()
             for batch in self._batches(self._windows(seqs, rng), bs, rng):
                 x, y, w = self._batch(batch)
                 with self._autocast():
@@ -444,7 +447,10 @@ class UserPersonalization(Recipe):
             self.epochs_trained = epoch
             self.tokens_trained += n_tok
             elapsed = time.perf_counter() - started
+            self.step_seconds += time.perf_counter() - epoch_start
+            t_val = time.perf_counter()
             score = self._validate(val_users, histories) if len(val_users) else -float(total)
+            self.validation_seconds += time.perf_counter() - t_val
             log.info(
                 "epoch",
                 epoch=epoch,
