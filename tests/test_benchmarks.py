@@ -1,0 +1,72 @@
+"""The benchmark commands keep working: they run at a tiny size, check their own results, write
+the JSON the plots read, and the plots come out of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import plots, suite
+from tests.conftest import REPO
+
+
+def run(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_growth_exponent():
+    assert plots.growth([10, 100, 1000], [2, 200, 20000]) == pytest.approx(2.0)
+    assert plots.growth([1e4, 1e5], [3, 30]) == pytest.approx(1.0)
+
+
+def test_batch_and_train_scale_write_json_and_the_plots_draw_it(tmp_path):
+    out = run("benchmarks.batch", "--items", "600", "3000", "--repeats", "1", "--json",
+              str(tmp_path / "batch.json"))  # fmt: skip
+    assert "exact (sample of 32)" in out
+    batch = json.loads((tmp_path / "batch.json").read_text())
+    assert [r["items"] for r in batch["rows"]] == [600, 3000]
+    assert all(r["mismatch"] == 0 and r["users_s"] > 0 for r in batch["rows"])
+
+    run("benchmarks.train_scale", "--sizes", "300", "--minutes", "0.05", "--json",
+        str(tmp_path / "train_scale.json"))  # fmt: skip
+    scale = json.loads((tmp_path / "train_scale.json").read_text())
+    row = scale["rows"][0]
+    assert row["items"] == 300 and row["interactions"] == 3000 and not row["sampled"]
+    assert row["targets_trained"] > 0 and row["step_s"] > 0 and row["rss_peak_gib"] > 0
+
+    (tmp_path / "quality.json").write_text(
+        json.dumps(
+            {
+                "models": [{"model": "popularity-count", "NDCG@10": 0.02}],
+                "curve": [{"train_s": 60, "NDCG@10": 0.04}, {"train_s": 120, "NDCG@10": 0.05}],
+            }
+        )
+    )
+    printed = run("benchmarks.plots", "--dir", str(tmp_path))
+    for name in ("cost_vs_catalogue.png", "quality_vs_time.png"):
+        png = tmp_path / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert "plot_pipeline: skipped" in printed
+    panels = plots.series(tmp_path)
+    assert {p[0] for p in panels} >= {
+        "batch inference (top-25)",
+        "training (10 interactions per item)",
+    }
+
+
+def test_suite_refuses_an_unknown_benchmark():
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.suite", "--only", "batch,nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "unknown benchmark(s) ['nope']" in out.stderr
+    assert set(suite.PLAN) >= {"batch", "train_scale", "quality", "pipeline", "profile_dag"}
