@@ -1,6 +1,6 @@
 """Training user-personalization as the catalogue grows: time, throughput and memory.
 
-    python -m benchmarks.train_scale [--sizes 10k,100k,1M] [--minutes 3] [--record]
+    python -m benchmarks.train_scale [--sizes 10k,100k,1M] [--minutes 3] [--hp JSON] [--record]
 
 For each size N: a synthetic catalogue of N items with metadata (genres, price, title), N
 users and 10·N interactions (``recsys.data.sources.synthetic``), trained with the recipe's
@@ -8,7 +8,10 @@ own switch between full softmax (N ≤ ``full_softmax_max_items``) and sampled s
 logQ correction above it, under a time budget. Each size runs in its own process so its
 peak memory (ru_maxrss) is its own. Reports training targets per second, the time a full
 epoch takes at that rate, validation NDCG@10 reached in the budget, and peak memory.
-``--modes full,sampled`` forces both losses at every size (to place the switch).
+``--modes full,sampled`` forces both losses at every size (to place the switch). A size may
+also be a shape ``USERSxITEMSxINTERACTIONS``: ``6040x3706x1000209`` is MovieLens-1M's, for the
+issue's speed target (a 1M-interaction data set), e.g. with the MovieLens solution's settings
+``--hp '{"bptt": 200, "batch_size": 32, "use_metadata": false}'``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,16 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
 
 
-def one(n_items: int, minutes: float, mode: str) -> dict:
+def shape(text: str) -> tuple[int, int, int]:
+    """(users, items, interactions) from ``N`` (N, N, 10·N) or ``UxIxN``."""
+    if "x" in text:
+        users, items, interactions = (parse_size(x) for x in text.split("x"))
+        return users, items, interactions
+    n = parse_size(text)
+    return n, n, 10 * n
+
+
+def one(spec: str, minutes: float, mode: str, overrides: dict) -> dict:
     """Generate, prepare and train one size in this process; returns the measurements."""
 
     from recsys.data.dataset import Dataset
@@ -56,10 +68,15 @@ def one(n_items: int, minutes: float, mode: str) -> dict:
     from recsys.recipes import TrainingOptions, UserPersonalization
     from recsys.schema import DatasetGroup
 
-    out: dict = {"items": n_items, "mode": mode}
+    n_users, n_items, n_interactions = shape(spec)
+    out: dict = {"items": n_items, "users": n_users, "mode": mode, "hp": overrides}
     t = time.perf_counter()
     raw = generate(
-        n_users=n_items, n_items=n_items, n_interactions=10 * n_items, impressions=False, seed=0
+        n_users=n_users,
+        n_items=n_items,
+        n_interactions=n_interactions,
+        impressions=False,
+        seed=0,
     )
     out["generate_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -73,7 +90,7 @@ def one(n_items: int, minutes: float, mode: str) -> dict:
     out["prepare_s"] = time.perf_counter() - t
     out["rss_data_gib"] = rss_gib()
     limit = {"auto": None, "full": 10**12, "sampled": 0}[mode]
-    hp = {**HP, "max_training_minutes": minutes, "epochs": 1000}
+    hp = {**HP, **overrides, "max_training_minutes": minutes, "epochs": 1000}
     if limit is not None:
         hp["full_softmax_max_items"] = limit
     rec = UserPersonalization(**hp)
@@ -92,13 +109,13 @@ def one(n_items: int, minutes: float, mode: str) -> dict:
     return out
 
 
-def table(rows: list[dict], minutes: float) -> str:
+def table(rows: list[dict], minutes: float, overrides: dict) -> str:
     lines = [
-        f"Synthetic data (items = users = N, 10·N interactions, metadata on); d=64, bptt 50, "
-        f"2 layers, batch 128, 2,048 negatives when sampled; budget {minutes:g} min of training "
-        "per size (validation included); one process per size.",
+        f"Synthetic data (`recsys.data.sources.synthetic`); settings {json.dumps(HP)}, "
+        f"overridden by {json.dumps(overrides)}; budget {minutes:g} min of training per size "
+        "(validation included); one process per size.",
         "",
-        "| items | loss | targets/s | epoch (s, at that rate) | epochs run | val NDCG@10 | "
+        "| users × items, interactions | loss | targets/s | epoch (s, at that rate) | epochs run | val NDCG@10 | "
         "set-up / training / validation (s) | generate + prepare (s) | parameters | "
         "peak RSS (GiB) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -107,7 +124,7 @@ def table(rows: list[dict], minutes: float) -> str:
         rate = r["targets_trained"] / max(r["step_s"], 1e-9)
         loss = "sampled (logQ)" if r["sampled"] else "full softmax"
         lines.append(
-            f"| {r['items']:,} | {loss} | {rate:,.0f} | {r['targets_per_epoch'] / rate:,.0f} | "
+            f"| {r.get('users', r['items']):,} × {r['items']:,}, {r['interactions']:,} | {loss} | {rate:,.0f} | {r['targets_per_epoch'] / rate:,.0f} | "
             f"{r['epochs']} | {r['val_ndcg10']:.4f} | "
             f"{r['fit_s'] - r['step_s'] - r['validation_s']:.0f} / {r['step_s']:.0f} / "
             f"{r['validation_s']:.0f} | "
@@ -119,7 +136,8 @@ def table(rows: list[dict], minutes: float) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10k,100k,1M")
+    p.add_argument("--sizes", default="10k,100k,1M", help="N or UxIxN, comma-separated")
+    p.add_argument("--hp", type=json.loads, default={}, help="recipe overrides (JSON)")
     p.add_argument("--minutes", type=float, default=3.0, help="training budget per size")
     p.add_argument("--modes", default="auto", help="auto, or a list of full,sampled")
     p.add_argument("--record", action="store_true", help="append the table to docs/BENCHMARKS.md")
@@ -128,20 +146,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
     if args.one:
-        print(json.dumps(one(parse_size(args.one), args.minutes, args.modes)))
+        print(json.dumps(one(args.one, args.minutes, args.modes, args.hp)))
         return 0
     rows = []
     for size in args.sizes.split(","):
         for mode in args.modes.split(","):
             cmd = [sys.executable, "-m", "benchmarks.train_scale", "--one", size]
-            cmd += ["--minutes", str(args.minutes), "--modes", mode]
+            cmd += ["--minutes", str(args.minutes), "--modes", mode, "--hp", json.dumps(args.hp)]
             # the child's epoch logs go straight to stderr; its last stdout line is the result
             res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
             if res.returncode != 0:
                 return res.returncode
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), file=sys.stderr)
-    text = table(rows, args.minutes)
+    text = table(rows, args.minutes, args.hp)
     print(text)
     write_json(args.json, "train_scale", {"minutes": args.minutes, "rows": rows})
     if args.record:
