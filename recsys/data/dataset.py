@@ -184,32 +184,67 @@ def read_interactions(
 ) -> pd.DataFrame:
     """An interactions Parquet file as a frame, USER_ID/ITEM_ID/EVENT_TYPE as categoricals.
 
-    Read through a stream (never the file's bytes whole); id columns come from Parquet as
-    dictionary arrays, so no string is made per row.
+    Read row group by row group through a stream (never the file's bytes whole): int64 and
+    float columns are copied into their final numpy arrays group by group; the id columns come
+    from Parquet as dictionary arrays (no string per row) and are unified at the end; other
+    columns (IMPRESSION) stay Arrow strings. Arrow memory is handed back to the system at the
+    end (its allocator would otherwise keep it).
     """
     with storage.open(key) as f:
-        file = pq.ParquetFile(f)
-        names = [n for n in file.schema_arrow.names if n not in set(exclude_columns)]
+        schema = pq.ParquetFile(f).schema_arrow
+        names = [n for n in schema.names if n not in set(exclude_columns)]
         dictionary = [c for c in CATEGORICAL_COLUMNS if c in names]
-        table = pq.read_table(f, columns=names, read_dictionary=dictionary)
-    out: dict[str, object] = {}
-    plain = [n for n in names if n not in dictionary]
-    rest = table.select(plain).to_pandas() if plain else None
-    for name in names:
-        if name in dictionary:
-            col = table.column(name)
-            table = table.drop_columns([name])
-            out[name] = _categorical(col)
-        else:
-            out[name] = rest[name]
-    return pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
+        file = pq.ParquetFile(f, read_dictionary=dictionary)
+        n_rows = file.metadata.num_rows
+        dense = {
+            n: np.empty(n_rows, dtype=np.float64 if pa.types.is_floating(t) else np.int64)
+            for n in names
+            if n not in dictionary
+            and (pa.types.is_floating(t := schema.field(n).type) or _plain_int64(schema, n))
+        }
+        chunks: dict[str, list[pa.Array]] = {n: [] for n in names if n not in dense}
+        at = 0
+        for i in range(file.num_row_groups):
+            group = file.read_row_group(i, columns=names)
+            for name, array in dense.items():
+                array[at : at + group.num_rows] = group.column(name).to_numpy()
+            for name, parts in chunks.items():
+                parts.extend(group.column(name).chunks)
+            at += group.num_rows
+            del group
+    out: dict[str, object] = {n: pd.Series(a, copy=False) for n, a in dense.items()}
+    rest = [n for n in chunks if n not in dictionary]
+    if rest:
+        table = pa.table(
+            [pa.chunked_array(chunks.pop(n), schema.field(n).type) for n in rest],
+            schema=pa.schema([schema.field(n) for n in rest], metadata=schema.metadata),
+        )
+        frame = table.to_pandas(self_destruct=True)
+        del table
+        out.update({n: frame[n] for n in rest})
+    for name in dictionary:
+        column = pa.chunked_array(chunks.pop(name), file.schema_arrow.field(name).type)
+        out[name] = pd.Series(_categorical(column), copy=False)
+    pa.default_memory_pool().release_unused()
+    return pd.DataFrame({n: out[n] for n in names}, copy=False).set_axis(pd.RangeIndex(n_rows))
+
+
+def _plain_int64(schema: pa.Schema, name: str) -> bool:
+    """True if the column is int64 in the file and plain int64 (not nullable Int64) in pandas."""
+    if schema.field(name).type != pa.int64():
+        return False
+    meta = schema.pandas_metadata or {}
+    for column in meta.get("columns", []):
+        if column.get("name") == name:
+            return column.get("numpy_type") == "int64"
+    return False
 
 
 def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     """A dictionary-encoded Arrow column as a pandas Categorical (codes + distinct values)."""
     if column.num_chunks == 0:
         return pd.Categorical([], categories=pd.Index([], dtype="str"))
-    array = pa.chunked_array(column.chunks, column.type).unify_dictionaries().combine_chunks()
+    array = column.unify_dictionaries().combine_chunks()
     codes = array.indices.fill_null(-1).to_numpy(zero_copy_only=False)
     categories = pd.Index(array.dictionary.to_pandas(), dtype="str")
     return pd.Categorical.from_codes(codes, categories=categories)
