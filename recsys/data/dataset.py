@@ -18,6 +18,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
@@ -93,19 +94,27 @@ class Dataset:
         return _vocabulary(self.interactions["USER_ID"])
 
     @cached_property
-    def item_ids(self) -> np.ndarray:
+    def _item_catalogue(self) -> pa.Array:
         parts = []
         if self.items is not None:
-            parts.append(pd.Series(self.items["ITEM_ID"].astype(str).to_numpy(dtype=object)))
-        parts.append(pd.Series(_in_order_of_appearance(*self._item_vocab), dtype=object))
-        return pd.unique(pd.concat(parts, ignore_index=True)).astype(object)
+            parts.append(_arrow_strings(self.items["ITEM_ID"]))
+        parts.append(_in_order_of_appearance(*self._item_vocab))
+        return _unique(parts)
+
+    @cached_property
+    def _user_catalogue(self) -> pa.Array:
+        parts = [_in_order_of_appearance(*self._user_vocab)]
+        if self.users is not None:
+            parts.append(_arrow_strings(self.users["USER_ID"]))
+        return _unique(parts)
+
+    @cached_property
+    def item_ids(self) -> np.ndarray:
+        return self._item_catalogue.to_numpy(zero_copy_only=False).astype(object)
 
     @cached_property
     def user_ids(self) -> np.ndarray:
-        parts = [pd.Series(_in_order_of_appearance(*self._user_vocab), dtype=object)]
-        if self.users is not None:
-            parts.append(pd.Series(self.users["USER_ID"].astype(str).to_numpy(dtype=object)))
-        return pd.unique(pd.concat(parts, ignore_index=True)).astype(object)
+        return self._user_catalogue.to_numpy(zero_copy_only=False).astype(object)
 
     @cached_property
     def item_index(self) -> pd.Index:
@@ -127,13 +136,13 @@ class Dataset:
     def item_codes(self) -> np.ndarray:
         """Item index of each interaction row."""
         codes, vocab = self._item_vocab
-        return _recode(codes, self.item_index.get_indexer(vocab))
+        return _recode(codes, _positions(vocab, self._item_catalogue))
 
     @cached_property
     def user_codes(self) -> np.ndarray:
         """User index of each interaction row."""
         codes, vocab = self._user_vocab
-        return _recode(codes, self.user_index.get_indexer(vocab))
+        return _recode(codes, _positions(vocab, self._user_catalogue))
 
     def user_item_matrix(self) -> sp.csr_matrix:
         """users × items interaction counts (CSR)."""
@@ -155,7 +164,9 @@ class Dataset:
         keep = np.ones(len(df), dtype=bool)
         if event_types:
             codes, vocab = _vocabulary(df["EVENT_TYPE"])
-            wanted = np.isin(vocab.astype(str), [str(e) for e in event_types])
+            wanted = pc.is_in(vocab, pa.array([str(e) for e in event_types])).to_numpy(
+                zero_copy_only=False
+            )
             keep &= _recode(codes, wanted, missing=False).astype(bool)
         if min_value is not None and "EVENT_VALUE" in df.columns:
             keep &= (df["EVENT_VALUE"].astype("float64") >= min_value).fillna(False).to_numpy()
@@ -166,8 +177,8 @@ class Dataset:
         out = Dataset(
             self.interactions[mask], self.items, self.users, self.snapshot_id, self.item_schema
         )
-        out.__dict__["item_ids"] = self.item_ids
-        out.__dict__["user_ids"] = self.user_ids
+        for name in ("_item_catalogue", "_user_catalogue", "item_ids", "user_ids"):
+            out.__dict__[name] = getattr(self, name)
         return out
 
     def user_histories(self) -> list[np.ndarray]:
@@ -184,49 +195,51 @@ def read_interactions(
 ) -> pd.DataFrame:
     """An interactions Parquet file as a frame, USER_ID/ITEM_ID/EVENT_TYPE as categoricals.
 
-    Read row group by row group through a stream (never the file's bytes whole): int64 and
-    float columns are copied into their final numpy arrays group by group; the id columns come
-    from Parquet as dictionary arrays (no string per row) and are unified at the end; other
-    columns (IMPRESSION) stay Arrow strings. Arrow memory is handed back to the system at the
-    end (its allocator would otherwise keep it).
+    Read through a stream (never the file's bytes whole), one column at a time and row group
+    by row group: int64 and float columns are copied into their final numpy arrays; the id
+    columns come from Parquet as dictionary arrays (no string per row), unified into one
+    categorical; other columns (IMPRESSION) stay Arrow strings. After each column Arrow's
+    memory is handed back to the system (its allocator would otherwise keep it), so the peak
+    is the frame plus one column's working memory.
     """
+    out: dict[str, object] = {}
     with storage.open(key) as f:
         schema = pq.ParquetFile(f).schema_arrow
         names = [n for n in schema.names if n not in set(exclude_columns)]
-        dictionary = [c for c in CATEGORICAL_COLUMNS if c in names]
-        file = pq.ParquetFile(f, read_dictionary=dictionary)
-        n_rows = file.metadata.num_rows
-        dense = {
-            n: np.empty(n_rows, dtype=np.float64 if pa.types.is_floating(t) else np.int64)
-            for n in names
-            if n not in dictionary
-            and (pa.types.is_floating(t := schema.field(n).type) or _plain_int64(schema, n))
-        }
-        chunks: dict[str, list[pa.Array]] = {n: [] for n in names if n not in dense}
-        at = 0
-        for i in range(file.num_row_groups):
-            group = file.read_row_group(i, columns=names)
-            for name, array in dense.items():
-                array[at : at + group.num_rows] = group.column(name).to_numpy()
-            for name, parts in chunks.items():
-                parts.extend(group.column(name).chunks)
-            at += group.num_rows
-            del group
-    out: dict[str, object] = {n: pd.Series(a, copy=False) for n, a in dense.items()}
-    rest = [n for n in chunks if n not in dictionary]
-    if rest:
-        table = pa.table(
-            [pa.chunked_array(chunks.pop(n), schema.field(n).type) for n in rest],
-            schema=pa.schema([schema.field(n) for n in rest], metadata=schema.metadata),
-        )
-        frame = table.to_pandas(self_destruct=True)
-        del table
-        out.update({n: frame[n] for n in rest})
-    for name in dictionary:
-        column = pa.chunked_array(chunks.pop(name), file.schema_arrow.field(name).type)
-        out[name] = pd.Series(_categorical(column), copy=False)
-    pa.default_memory_pool().release_unused()
-    return pd.DataFrame({n: out[n] for n in names}, copy=False).set_axis(pd.RangeIndex(n_rows))
+        for name in names:
+            as_dictionary = name in CATEGORICAL_COLUMNS
+            file = pq.ParquetFile(f, read_dictionary=[name] if as_dictionary else None)
+            n_rows = file.metadata.num_rows
+            kind = schema.field(name).type
+            dense = None
+            if not as_dictionary and (pa.types.is_floating(kind) or _plain_int64(schema, name)):
+                dense = np.empty(n_rows, np.float64 if pa.types.is_floating(kind) else np.int64)
+            chunks: list[pa.Array] = []
+            at = 0
+            for i in range(file.num_row_groups):
+                column = file.read_row_group(i, columns=[name]).column(0)
+                if dense is not None:
+                    dense[at : at + len(column)] = column.to_numpy()
+                else:
+                    chunks.extend(column.chunks)
+                at += len(column)
+            if dense is not None:
+                out[name] = pd.Series(dense, copy=False)
+            elif as_dictionary:
+                out[name] = pd.Series(
+                    _categorical(pa.chunked_array(chunks, file.schema_arrow.field(name).type)),
+                    copy=False,
+                )
+            else:
+                table = pa.table(
+                    [pa.chunked_array(chunks, kind)],
+                    schema=pa.schema([schema.field(name)], metadata=schema.metadata),
+                )
+                out[name] = table.to_pandas(self_destruct=True)[name]
+            del chunks
+            pa.default_memory_pool().release_unused()
+    n_rows = len(next(iter(out.values()))) if out else 0
+    return pd.DataFrame(out, copy=False).set_axis(pd.RangeIndex(n_rows))
 
 
 def _plain_int64(schema: pa.Schema, name: str) -> bool:
@@ -250,19 +263,35 @@ def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=categories)
 
 
-def _vocabulary(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(code of each row, the distinct values as str): a categorical's own codes, or factorized."""
+def _vocabulary(column: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """(code of each row, the distinct values as Arrow strings): a categorical's own codes, or
+    factorized."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        vocab = column.cat.categories.astype(str).to_numpy(dtype=object)
-        return column.cat.codes.to_numpy(), vocab
+        return column.cat.codes.to_numpy(), _arrow_strings(column.cat.categories)
     codes, uniques = pd.factorize(column.astype(str))
-    return codes, np.asarray(uniques, dtype=object)
+    return codes, _arrow_strings(pd.Index(uniques))
 
 
-def _in_order_of_appearance(codes: np.ndarray, vocab: np.ndarray) -> np.ndarray:
+def _arrow_strings(values: pd.Series | pd.Index) -> pa.Array:
+    """Values as an Arrow string array (numbers as their str, as ``astype(str)`` gives)."""
+    return pa.array(pd.Series(values).astype(str), pa.large_string(), from_pandas=True)
+
+
+def _unique(parts: list[pa.Array]) -> pa.Array:
+    """Distinct values of the concatenated parts, in order of first occurrence."""
+    return pa.chunked_array(parts, pa.large_string()).unique()
+
+
+def _positions(values: pa.Array, catalogue: pa.Array) -> np.ndarray:
+    """Index in ``catalogue`` of each value (-1 when absent)."""
+    found = pc.index_in(values, value_set=catalogue)
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _in_order_of_appearance(codes: np.ndarray, vocab: pa.Array) -> pa.Array:
     """The values that occur in the rows, in order of first occurrence."""
     seen = pd.unique(codes)
-    return vocab[seen[seen >= 0]]
+    return vocab.take(pa.array(seen[seen >= 0]))
 
 
 def _recode(codes: np.ndarray, table: np.ndarray, missing=-1) -> np.ndarray:
