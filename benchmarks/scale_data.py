@@ -133,6 +133,10 @@ def main(argv=None) -> int:
     parser.add_argument("--per-user", type=int, default=10, help="interactions per user")
     parser.add_argument("--record", action="store_true", help="append to docs/BENCHMARKS.md")
     parser.add_argument("--note", default="", help="added to the recorded entry")
+    parser.add_argument(
+        "--workdir",
+        help="keep the CSVs and snapshots under WORKDIR/{size} (default: temp, deleted)",
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -144,7 +148,10 @@ def main(argv=None) -> int:
     rows = []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="recsys-bench-scale-") as tmp:
-            source, root = Path(tmp) / "csv", Path(tmp) / "store"
+            where = Path(args.workdir) / _label(n) if args.workdir else Path(tmp)
+            source, root = where / "csv", where / "store"
+            if root.exists():
+                raise SystemExit(f"{root} exists: give an empty --workdir")
             gen = _run_worker("generate", str(source), str(n), str(args.per_user))
             imp = _run_worker("import", str(root), str(source))
             load = _run_worker("load", str(root), imp["snapshot_id"])
@@ -191,8 +198,9 @@ def main(argv=None) -> int:
     if args.record:
         from benchmarks.pipeline import machine  # imports the whole pipeline: not in workers
 
+        skip = {"--note", args.note, "--workdir", args.workdir}
         cmd = "python -m benchmarks.scale_data " + " ".join(
-            a for a in sys.argv[1:] if a != "--note" and a != args.note
+            a for a in sys.argv[1:] if a not in skip
         )
         stamp = time.strftime("%Y-%m-%d", time.gmtime())
         note = f"  \n{args.note}" if args.note else ""
