@@ -77,9 +77,10 @@ def assert_same_rows(got: pd.DataFrame, expected: pd.DataFrame) -> None:
                 err_msg=column,
             )
         else:
-            assert a.astype(object).where(a.notna(), None).tolist() == b.astype(object).where(
-                b.notna(), None
-            ).tolist(), column
+            assert (
+                a.astype(object).where(a.notna(), None).tolist()
+                == b.astype(object).where(b.notna(), None).tolist()
+            ), column
 
 
 def parse(text: str, group) -> pd.DataFrame:
