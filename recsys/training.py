@@ -63,7 +63,10 @@ def previous_version(storage: Storage, solution: str, before: str) -> str | None
 
 
 def load_training_data(storage: Storage, solution: SolutionConfig, snapshot_id: str) -> Dataset:
-    data = Dataset.load(storage, solution.dataset_group, snapshot_id)
+    # No recipe reads IMPRESSION, and at scale it is the biggest column: leave it on disk.
+    data = Dataset.load(
+        storage, solution.dataset_group, snapshot_id, exclude_columns=("IMPRESSION",)
+    )
     return data.filter_events(solution.event_types, solution.event_value_threshold)
 
 

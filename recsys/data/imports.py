@@ -18,7 +18,12 @@ A snapshot's id is ``{logical date}-{digest of its inputs}``: a rerun with the s
 the complete snapshot and reuses it; a rerun with changed inputs writes a new one beside it.
 The manifest is written last; a snapshot without a manifest is incomplete and ignored.
 
-Files are streamed (checksummed, then parsed block by block), never read whole into memory. A
+Files are streamed (checksummed, then parsed block by block), never read whole into memory, and
+so is the snapshot: each block of typed rows goes to a sink (:mod:`recsys.data.stream`) that
+writes a local Parquet file row group by row group, uploaded once the thresholds have passed.
+Interactions are deduplicated with a set of 64-bit row hashes and sorted by an external merge
+(8 bytes per row held for each); items and users are held whole (as Arrow columns) for the
+last-record-wins upsert. An INCREMENTAL import reads its base snapshot row group by row group. A
 record that breaks a row rule (see :mod:`recsys.data.csvio`) is quarantined under
 ``datasets/{group}/rejects/{snapshot_id}/{type}/{file}`` — the file's header and the rejected
 records byte for byte, so a fixed copy can be dropped again — with ``{file}.reasons.csv`` giving
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import posixpath
 import re
 import tempfile
@@ -42,8 +48,10 @@ from typing import Any
 import pandas as pd
 
 from recsys import __version__
-from recsys.data.csvio import CsvReader, Reject, RowRules, empty_frame
+from recsys.data import csvio
+from recsys.data.csvio import CsvReader, Reject, RowRules
 from recsys.data.sources.base import DATASET_TYPES
+from recsys.data.stream import InteractionsSink, UpsertSink, iter_parquet, snapshot_frame_schema
 from recsys.errors import DataError, NotFoundError, ValidationError
 from recsys.ids import as_utc, date_stamp, stamped_id, utcnow_iso
 from recsys.logs import get_logger, progress
@@ -173,20 +181,6 @@ def pending_files(
     }
 
 
-def _combine(dataset_type: str, frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, int]:
-    """Concatenate in arrival order; dedupe (interactions) or upsert by id (items/users)."""
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    before = len(df)
-    id_field = ID_FIELD[dataset_type]
-    if id_field is None:
-        df = df.drop_duplicates(keep="first")
-        # Stable: events with equal timestamps keep their arrival (file) order.
-        df = df.sort_values("TIMESTAMP", kind="stable")
-    else:
-        df = df.drop_duplicates(subset=[id_field], keep="last")
-    return df.reset_index(drop=True), before - len(df)
-
-
 def run_import(
     storage: Storage,
     dataset_group: str | DatasetGroup,
@@ -239,17 +233,27 @@ def run_import(
 
     rules = RowRules.for_group(group)
     rej_prefix = rejects_prefix(dg, snapshot_id)
-    parsed: dict[str, tuple[list[pd.DataFrame], list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    # dtype -> (sink, sources, consumed before); sinks write local Parquet files under workdir
+    parsed: dict[str, tuple[InteractionsSink | UpsertSink, list[dict], list[dict]]] = {}
     quarantine: list[_Quarantine] = []
+    workdir = tempfile.TemporaryDirectory(prefix="recsys-import-")  # noqa: SIM115 - cleaned up
     try:
         for dtype, entries in plan.items():
-            frames: list[pd.DataFrame] = []
+            schema = group.schemas[dtype]
+            id_field = ID_FIELD[dtype]
+            sink = (
+                InteractionsSink(schema, workdir.name)
+                if id_field is None
+                else UpsertSink(schema, id_field)
+            )
             consumed_before: list[dict[str, Any]] = []
-            if base_manifest is not None and dtype in base_manifest["datasets"]:
+            has_base = base_manifest is not None and dtype in base_manifest["datasets"]
+            if has_base:
                 base_info = base_manifest["datasets"][dtype]
-                frames.append(
-                    storage.read_parquet(f"{snapshot_prefix(dg, base_id)}/{dtype}.parquet")
-                )
+                # The base snapshot streams in row group by row group, ahead of the new files.
+                with storage.open(f"{snapshot_prefix(dg, base_id)}/{dtype}.parquet") as f:
+                    for frame in iter_parquet(f):
+                        sink.add(frame)
                 consumed_before = base_info.get("consumed", []) + base_info.get("sources", [])
             sources = []
             for lf, size, sha in progress(entries, desc=f"import {dtype}", total=len(entries)):
@@ -257,10 +261,11 @@ def run_import(
                 q = _Quarantine(f"{rej_prefix}/{dtype}/{rel}", storage.uri(lf.key), dtype)
                 quarantine.append(q)
                 with storage.open(lf.key) as stream:
-                    reader = CsvReader(stream, group.schemas[dtype], storage.uri(lf.key), rules)
+                    reader = CsvReader(
+                        stream, schema, storage.uri(lf.key), rules, csvio.BLOCK_BYTES
+                    )
                     for chunk in reader:
-                        if len(chunk.frame):
-                            frames.append(chunk.frame)
+                        sink.add(chunk.frame)
                         if chunk.rejects:
                             q.add(reader.header_raw, chunk.rejects)
                 _log_file(reader, lf.key)
@@ -277,10 +282,8 @@ def run_import(
                         "drop_date": lf.drop_date.isoformat() if lf.drop_date else None,
                     }
                 )
-            if sources and not frames:
-                frames.append(empty_frame(group.schemas[dtype]))  # header-only files
-            if frames:
-                parsed[dtype] = (frames, sources, consumed_before)
+            if sources or has_base:  # header-only files give an empty dataset
+                parsed[dtype] = (sink, sources, consumed_before)
         failures = _over_threshold(group, parsed, quarantine)
         written = [q.write(storage) for q in quarantine if q.count]
         if failures:
@@ -306,34 +309,40 @@ def run_import(
                 row=first["reject"].line,
                 column=first["reject"].column,
             )
+        for q in quarantine:
+            q.close()
+        quarantine = []
+
+        datasets: dict[str, Any] = {}
+        for dtype, (sink, sources, consumed_before) in parsed.items():
+            local = os.path.join(workdir.name, f"{dtype}.parquet")
+            sink.finish(local)
+            with open(local, "rb") as f:
+                digest = storage.write_stream(f"{prefix}/{dtype}.parquet", f)
+            os.unlink(local)
+            rejected = sum(s["rejected"] for s in sources)
+            dtypes, _ = snapshot_frame_schema(group.schemas[dtype])
+            datasets[dtype] = {
+                "rows": sink.rows,
+                "sha256": digest,
+                "columns": {c: str(t) for c, t in dtypes.items()},
+                "sources": sources,
+                "consumed": consumed_before,
+                "duplicates_or_replaced": sink.dropped,
+                "rejected": rejected,
+            }
+            log.info(
+                "imported dataset",
+                dataset_type=dtype,
+                rows=sink.rows,
+                new_files=len(sources),
+                rejected=rejected,
+                duplicates_or_replaced=sink.dropped,
+            )
     finally:
         for q in quarantine:
             q.close()
-
-    datasets: dict[str, Any] = {}
-    for dtype, (frames, sources, consumed_before) in parsed.items():
-        df, dropped = _combine(dtype, frames)
-        del frames[:]
-        digest = storage.write_parquet(f"{prefix}/{dtype}.parquet", df)
-        rejected = sum(s["rejected"] for s in sources)
-        datasets[dtype] = {
-            "rows": len(df),
-            "sha256": digest,
-            "columns": {c: str(df[c].dtype) for c in df.columns},
-            "sources": sources,
-            "consumed": consumed_before,
-            "duplicates_or_replaced": dropped,
-            "rejected": rejected,
-        }
-        log.info(
-            "imported dataset",
-            dataset_type=dtype,
-            rows=len(df),
-            new_files=len(sources),
-            rejected=rejected,
-            duplicates_or_replaced=dropped,
-        )
-        del df
+        workdir.cleanup()
 
     manifest = {
         "snapshot_id": snapshot_id,

@@ -226,3 +226,53 @@ def test_user_item_matrix_counts_duplicates():
     )
     assert m.nnz == 3  # duplicates summed, not stored twice
     assert m.sum() == pytest.approx(5.0)
+
+
+# -- loading a snapshot ---------------------------------------------------------------------
+def test_load_reads_ids_as_categoricals_and_equals_the_plain_frames(local_storage, landed):
+    from recsys.data.dataset import read_interactions
+    from recsys.data.imports import run_import, snapshot_prefix
+
+    manifest = run_import(local_storage, "synthetic", f"{landed}T23:59:59+00:00")
+    sid = manifest["snapshot_id"]
+    loaded = Dataset.load(local_storage, "synthetic", sid)
+    prefix = snapshot_prefix("synthetic", sid)
+    plain = Dataset(
+        local_storage.read_parquet(f"{prefix}/interactions.parquet"),
+        local_storage.read_parquet(f"{prefix}/items.parquet"),
+        local_storage.read_parquet(f"{prefix}/users.parquet"),
+    )
+    inter = loaded.interactions
+    for column in ("USER_ID", "ITEM_ID", "EVENT_TYPE"):
+        assert isinstance(inter[column].dtype, pd.CategoricalDtype), column
+        assert inter[column].astype(str).tolist() == plain.interactions[column].tolist()
+    assert inter["IMPRESSION"].tolist() == plain.interactions["IMPRESSION"].tolist()
+    assert loaded.item_ids.tolist() == plain.item_ids.tolist()
+    assert loaded.user_ids.tolist() == plain.user_ids.tolist()
+    assert loaded.item_ids.dtype == object
+    np.testing.assert_array_equal(loaded.item_codes, plain.item_codes)
+    np.testing.assert_array_equal(loaded.user_codes, plain.user_codes)
+    for a, b in zip(loaded.user_histories(), plain.user_histories(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (loaded.user_item_matrix() != plain.user_item_matrix()).nnz == 0
+    bought = loaded.filter_events(["purchase"], min_value=10.0)
+    expected = plain.filter_events(["purchase"], min_value=10.0)
+    assert 0 < len(bought.interactions) == len(expected.interactions)
+    np.testing.assert_array_equal(bought.item_codes, expected.item_codes)
+    assert bought.n_items == loaded.n_items  # the catalogue stays
+    # Training leaves IMPRESSION on disk.
+    lean = read_interactions(
+        local_storage, f"{prefix}/interactions.parquet", exclude_columns=("IMPRESSION",)
+    )
+    assert "IMPRESSION" not in lean.columns and len(lean) == len(inter)
+
+
+def test_categorical_subsets_keep_only_ids_that_occur():
+    inter = frame([("u1", "x", 1, "e"), ("u2", "y", 2, "e"), ("u1", "z", 3, "f")])
+    for column in ("USER_ID", "ITEM_ID", "EVENT_TYPE"):
+        inter[column] = inter[column].astype("category")
+    sub = inter[inter["EVENT_TYPE"] == "e"]  # "z" and "f" stay unused categories
+    data = Dataset(sub)
+    assert data.item_ids.tolist() == ["x", "y"] and data.user_ids.tolist() == ["u1", "u2"]
+    assert data.item_codes.tolist() == [0, 1]
+    assert len(data.filter_events(["f"]).interactions) == 0

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.data.sources import synthetic
 from recsys.data.sources.synthetic import generate
 from recsys.errors import ConfigError
 
@@ -158,3 +159,63 @@ def test_rejects_too_few_interactions() -> None:
         generate(n_users=100, n_interactions=150)
     with pytest.raises(ConfigError):
         generate(n_items=0)
+
+
+# -- streaming to CSV ---------------------------------------------------------------------
+
+
+def _read_csvs(paths) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_csv(path) for name, path in paths.items()}
+
+
+def test_written_csvs_hold_what_generate_returns(tmp_path) -> None:
+    kwargs = dict(n_users=60, n_items=80, n_interactions=900, seed=5)
+    paths = synthetic.write_synthetic(tmp_path, **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "interactions.csv",
+        "items.csv",
+        "users.csv",
+    ]
+    written = _read_csvs(paths)
+    for name, frame in generate(**kwargs).frames().items():
+        pd.testing.assert_frame_equal(written[name], frame, check_dtype=False)
+
+
+def test_blocks_hold_whole_users_and_streaming_is_deterministic(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(synthetic, "BLOCK_ROWS", 500)
+    monkeypatch.setattr(synthetic, "WRITE_ROWS", 70)
+    kwargs = dict(n_users=300, n_items=250, n_interactions=6000, seed=9)
+    inter = _read_csvs(synthetic.write_synthetic(tmp_path / "a", **kwargs))["interactions"]
+    synthetic.write_synthetic(tmp_path / "b", **kwargs)
+    for name in ("interactions", "items", "users"):
+        assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (
+            tmp_path / "b" / f"{name}.csv"
+        ).read_bytes()
+    # Several blocks, each in time order, each user's rows in one block.
+    ts = inter["TIMESTAMP"].to_numpy()
+    block_starts = np.flatnonzero(np.diff(ts) < 0) + 1
+    assert len(block_starts) >= 10
+    block = np.searchsorted(block_starts, np.arange(len(inter)), side="right")
+    assert (inter.assign(block=block).groupby("USER_ID")["block"].nunique() == 1).all()
+    # generate() draws the same data and sorts the blocks together.
+    frames = generate(**kwargs)
+    expected = inter.sort_values("TIMESTAMP", kind="stable", ignore_index=True)
+    pd.testing.assert_frame_equal(expected, frames.interactions, check_dtype=False)
+    assert len(frames.items) == 250 and frames.items["ITEM_ID"].is_unique
+
+
+def test_write_synthetic_rejects_bad_sizes_and_writes_nothing(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="at least 2 per user"):
+        synthetic.write_synthetic(tmp_path / "out", n_users=100, n_interactions=150)
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_writes_the_files(tmp_path, capsys) -> None:
+    code = synthetic.main(
+        [str(tmp_path), "--items", "50", "--users", "40", "--interactions", "400", "--seed", "3"]
+    )
+    assert code == 0
+    written = _read_csvs({n: tmp_path / f"{n}.csv" for n in ("interactions", "items", "users")})
+    assert [len(written[n]) for n in ("interactions", "items", "users")] == [400, 50, 40]
+    assert "interactions:" in capsys.readouterr().out
+    assert synthetic.main([str(tmp_path / "bad"), "--users", "10", "--interactions", "5"]) == 2
