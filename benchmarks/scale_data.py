@@ -137,6 +137,7 @@ def main(argv=None) -> int:
         "--workdir",
         help="keep the CSVs and snapshots under WORKDIR/{size} (default: temp, deleted)",
     )
+    parser.add_argument("--json", help="also write the results here (for the plots)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -195,6 +196,27 @@ def main(argv=None) -> int:
     lines.append(f"Load average (1/5/15 min) before: {load_before}; after: {load_after}.")
     text = "\n".join(lines)
     print(text)
+    if args.json:
+        from benchmarks.common import write_json
+
+        write_json(
+            args.json,
+            "scale_data",
+            {
+                "rows": [
+                    {
+                        "items": n,
+                        "interactions": args.per_user * n,
+                        "generate_s": gen["seconds"],
+                        "import_s": imp["seconds"],
+                        "load_s": load["seconds"],
+                        "import_peak_mib": imp["peak"],
+                        "load_peak_mib": load["peak"],
+                    }
+                    for n, gen, imp, load in rows
+                ]
+            },
+        )
     if args.record:
         from benchmarks.pipeline import machine  # imports the whole pipeline: not in workers
 

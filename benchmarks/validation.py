@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.pipeline import machine
+from benchmarks.common import machine, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE,IMPRESSION\n"
@@ -165,6 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--with-import", action="store_true")
     parser.add_argument("--record", action="store_true", help="append to docs/BENCHMARKS.md")
     parser.add_argument("--note", default="", help="added to the recorded entry")
+    parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -193,6 +194,7 @@ def main(argv=None) -> int:
             f"{stream['rows'] / stream['seconds']:,.0f} | {size_mb / stream['seconds']:,.0f} | "
             f"{stream['peak_rss_mb']:,.0f} | {stream['baseline_rss_mb']:,.0f} |",
         ]
+        imp = None
         if args.with_import:
             imp = _run_worker("import", str(path))
             assert imp["rejected"] == bad
@@ -210,6 +212,7 @@ def main(argv=None) -> int:
             )
     text = "\n".join(lines)
     print(text)
+    write_json(args.json, "validation", {"rows": args.rows, "stream": stream, "import": imp})
     if args.record:
         cmd = "python -m benchmarks.validation " + " ".join(
             a for a in sys.argv[1:] if a != "--note" and a != args.note
