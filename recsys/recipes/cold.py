@@ -38,6 +38,9 @@ class NewItemOptions:
     #: Rescale a neighbour mean to the neighbours' mean norm: averaging k vectors shrinks
     #: the norm, which would rank every new item as a bland "average" item.
     preserve_norm: bool = True
+    #: Added to a neighbour-initialised item's bias (logits): the neighbours' biases carry
+    #: their popularity, which a brand-new item does not have yet (see docs/BENCHMARKS.md).
+    bias_offset: float = 0.0
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -52,6 +55,8 @@ class NewItemOptions:
             )
         if self.temperature <= 0:
             raise ConfigError("update.temperature must be > 0")
+        if not np.isfinite(self.bias_offset):
+            raise ConfigError(f"update.bias_offset must be finite, got {self.bias_offset}")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> NewItemOptions:

@@ -474,7 +474,7 @@ class UserPersonalization(Recipe):
             idx, w = cold.nearest_neighbours(f_known, f_new, known_ok, options)
             found = usable & (w.sum(axis=1) > 0)
             e_new[found] = cold.weighted_mean(E, idx[found], w[found], options.preserve_norm)
-            b_new[found] = (w[found] * b[idx[found]]).sum(axis=1)
+            b_new[found] = (w[found] * b[idx[found]]).sum(axis=1) + options.bias_offset
             for i in np.flatnonzero(~found):
                 reasons[int(i)] = (
                     "no usable metadata" if not usable[i] else "no neighbour above min_similarity"
