@@ -148,6 +148,8 @@ def refresh_batch(
         manifest = storage.read_json(f"{prefix}/manifest.json")
     else:
         manifest = _write(storage, spec, base, batch_id, prefix, options, part_size)
+        if manifest is None:
+            return _skip("no user's top-k changed and no new user: the latest batch stands")
     moved = advance_latest(storage, campaign.name, manifest, prefix, logical_date)
     return {
         "refreshed": True,
@@ -159,7 +161,8 @@ def refresh_batch(
     }
 
 
-def _write(storage, spec, base, batch_id, prefix, options, part_size) -> dict[str, Any]:
+def _write(storage, spec, base, batch_id, prefix, options, part_size) -> dict[str, Any] | None:
+    """Score, select, write the parts and the manifest; None when there is nothing to do."""
     for name in storage.list(prefix):  # leftovers of an interrupted attempt of this batch
         storage.delete(f"{prefix}/{name}")
     server = BatchServer.load(storage, spec)
@@ -191,6 +194,8 @@ def _write(storage, spec, base, batch_id, prefix, options, part_size) -> dict[st
         for line in lines:
             base_users.add(_user_of(line))
     added = [u for u in data_users.tolist() if u not in base_users]
+    if not refresh and not added:
+        return None
     answer_ids = sorted(refresh) + added
     requests = [Request({"userId": u}, u, None, spec["filter_values"]) for u in answer_ids]
     answered = dict(zip(answer_ids, server.answer(requests), strict=True))
