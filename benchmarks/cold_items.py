@@ -187,9 +187,7 @@ def fit_cached(hp, data, seed, cache: str | None, name: str):
     info = {
         "seconds": round(seconds, 1),
         "epochs": int(rec.epochs_trained),
-        "early_stopped": bool(
-            rec.epochs_trained < int(hp["epochs"]) and seconds < cap - 1.0
-        ),
+        "early_stopped": bool(rec.epochs_trained < int(hp["epochs"]) and seconds < cap - 1.0),
         "best_validation_ndcg10": rec.best_validation,
         "load": os.getloadavg()[0],
     }
@@ -224,12 +222,16 @@ FIRST_OPTIONS = {"k": 10, "min_similarity": 0.3, "weighting": "similarity", "bia
 def option_grid() -> list[dict[str, Any]]:
     """Neighbour-init settings compared on the validation events (the window (T, T2])."""
     grid = []
-    for k in (3, 10, 30):
-        for weighting in ("similarity", "softmax"):
-            for offset in (0.0, -0.5, -1.0, -2.0, -4.0):
-                grid.append(
-                    {"k": k, "min_similarity": 0.3, "weighting": weighting, "bias_offset": offset}
-                )
+    for k, weighting in (
+        (3, "similarity"),
+        (10, "similarity"),
+        (30, "similarity"),
+        (10, "softmax"),
+    ):
+        for offset in (0.0, -0.5, -1.0, -2.0, -4.0):
+            grid.append(
+                {"k": k, "min_similarity": 0.3, "weighting": weighting, "bias_offset": offset}
+            )
     grid.append({**FIRST_OPTIONS, "preserve_norm": False})
     return grid
 
@@ -284,38 +286,37 @@ def quality(args) -> list[str]:
             items_t2 = sp["upto_t2"].items
             run = {"split": (t, t2), "seed": seed, "val": {}, "test": {}, "info": {}}
             run["info"] = {"before": base_info, "full": full_info}
+            saved = (
+                Path(args.cache)
+                / f"eval-{t:g}-{t2:g}-{seed}-{digest(hp, grid, args.max_events, args.max_val_events)}.json"
+                if args.cache
+                else None
+            )
             cat, is_new = sp["catalogue"], sp["is_new"]
-            ev = lambda rec, which: evaluate(rec, cat, sp[which], is_new)  # noqa: E731
-            run["test"]["(a) no update"] = ev(base, "test")
-            run["val"]["(a) no update"] = ev(base, "val")
-            rec, _, secs = with_new_items(state, hp, sp["new_items"], items_t2, "random", seed)
-            run["test"]["(b) random init"] = ev(rec, "test")
-            run["val"]["(b) random init"] = ev(rec, "val")
-            for opts in grid:
-                o = NewItemOptions.from_dict(opts)
-                rec, report, secs = with_new_items(
-                    state, hp, sp["new_items"], items_t2, "neighbours", seed, o
+
+            def ev(rec, which, cat=cat, sp=sp, is_new=is_new):
+                return summary(evaluate(rec, cat, sp[which], is_new))
+
+            if saved is not None and saved.exists():
+                run.update(json.loads(saved.read_text()))
+                run["split"] = tuple(run["split"])
+            else:
+                evaluate_run(run, ev, state, hp, sp, items_t2, seed, grid, base, full)
+                if saved is not None:
+                    saved.write_text(json.dumps({k: run[k] for k in ("val", "test", "info")}))
+            run["test_of"] = lambda o, state=state, sp=sp, seed=seed: summary(
+                evaluate(
+                    with_new_items(
+                        state, hp, sp["new_items"], sp["upto_t2"].items, "neighbours", seed, o
+                    )[0],
+                    sp["catalogue"],
+                    sp["test"],
+                    sp["is_new"],
                 )
-                run["val"][_name(opts)] = ev(rec, "val")
-                if opts == FIRST_OPTIONS:
-                    run["test"][_name(opts)] = ev(rec, "test")
-                run["info"]["add"] = {
-                    "seconds": round(secs, 2),
-                    "from_neighbours": report["from_neighbours"],
-                    "fallback": report["fallback"],
-                }
-            run["test"]["(d) full retraining"] = ev(full, "test")
-            run["test_of"] = lambda o, state=state, sp=sp, seed=seed: evaluate(
-                with_new_items(
-                    state, hp, sp["new_items"], sp["upto_t2"].items, "neighbours", seed, o
-                )[0],
-                sp["catalogue"],
-                sp["test"],
-                sp["is_new"],
             )
             runs.append(run)
             print(
-                f"  seed {seed}: val (c first) {summary(run['val'][_name(FIRST_OPTIONS)])}",
+                f"  seed {seed}: val (c first) {run['val'][_name(FIRST_OPTIONS)]}",
                 flush=True,
             )
     if args.train_only:
@@ -323,12 +324,35 @@ def quality(args) -> list[str]:
     return report_lines(args, hp, header, runs, grid)
 
 
+def evaluate_run(run, ev, state, hp, sp, items_t2, seed, grid, base, full) -> None:
+    """Validation grid and test rows of one (split, seed): summaries into ``run``."""
+    run["test"]["(a) no update"] = ev(base, "test")
+    run["val"]["(a) no update"] = ev(base, "val")
+    rec, _, secs = with_new_items(state, hp, sp["new_items"], items_t2, "random", seed)
+    run["test"]["(b) random init"] = ev(rec, "test")
+    run["val"]["(b) random init"] = ev(rec, "val")
+    for opts in grid:
+        o = NewItemOptions.from_dict(opts)
+        rec, report, secs = with_new_items(
+            state, hp, sp["new_items"], items_t2, "neighbours", seed, o
+        )
+        run["val"][_name(opts)] = ev(rec, "val")
+        if opts == FIRST_OPTIONS:
+            run["test"][_name(opts)] = ev(rec, "test")
+            run["info"]["add"] = {
+                "seconds": round(secs, 2),
+                "from_neighbours": report["from_neighbours"],
+                "fallback": report["fallback"],
+            }
+    run["test"]["(d) full retraining"] = ev(full, "test")
+
+
 def report_lines(args, hp, header, runs, grid) -> list[str]:
     # Choose the neighbour-init settings on the validation events only: the highest NDCG@10
     # on *all* validation events (new items gained against old items displaced), mean over
     # every split and seed.
     def val_score(opts):
-        return np.mean([summary(r["val"][_name(opts)])["all NDCG@10"] for r in runs])
+        return np.mean([r["val"][_name(opts)]["all NDCG@10"] for r in runs])
 
     best = max(grid, key=val_score)
     for r in runs:  # the test set sees the chosen settings only
@@ -348,14 +372,14 @@ def report_lines(args, hp, header, runs, grid) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for label in ("(a) no update", "(b) random init"):
-        s = [summary(r["val"][label]) for r in runs]
+        s = [r["val"][label] for r in runs]
         lines.append(
             f"| {label} | | | {np.mean([x['all NDCG@10'] for x in s]):.4f} | "
             f"{np.mean([x['new NDCG@10'] for x in s]):.4f} | "
             f"{np.mean([x['new in top10'] for x in s]):.2f} |"
         )
     for opts in grid:
-        s = [summary(r["val"][_name(opts)]) for r in runs]
+        s = [r["val"][_name(opts)] for r in runs]
         extra = "" if opts.get("preserve_norm", True) else " (no norm rescale)"
         mark = " **chosen**" if opts == best else ""
         lines.append(
@@ -381,19 +405,24 @@ def report_lines(args, hp, header, runs, grid) -> list[str]:
         "|---" * (len(cols) + 2) + "|",
     ]
     for label, key in rows:
-        s = [summary(r["test"][key]) for r in runs]
+        s = [r["test"][key] for r in runs]
         cells = []
         for c in cols:
             m, se = mean_se([x[c] for x in s])
             cells.append(f"{m:.4f} ± {se:.4f}")
         lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | {np.mean([x['new in top10'] for x in s]):.2f} |"
+            f"| {label} | "
+            + " | ".join(cells)
+            + f" | {np.mean([x['new in top10'] for x in s]):.2f} |"
         )
     lines += ["", "Per run (test NDCG@10 on new-item events; training):", ""]
     lines += ["| split | seed | (a) | (b) | (c) first | (c) chosen | (d) | training |"]
     lines += ["|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        g = lambda key: summary(r["test"][key])["new NDCG@10"]  # noqa: E731
+
+        def g(key, r=r):
+            return r["test"][key]["new NDCG@10"]
+
         bi, fi = r["info"]["before"], r["info"]["full"]
         lines.append(
             f"| {r['split'][0]:g}:{r['split'][1]:g} | {r['seed']} | {g('(a) no update'):.4f} | "

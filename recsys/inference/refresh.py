@@ -168,8 +168,7 @@ def _write(storage, spec, base, batch_id, prefix, options, part_size) -> dict[st
     server = BatchServer.load(storage, spec)
     recipe = server.recipe
     base_items = storage.read_parquet(
-        f"{model_prefix(spec['solution'], base['version_id'], base.get('revision'))}"
-        "/items.parquet",
+        f"{model_prefix(spec['solution'], base['version_id'], base.get('revision'))}/items.parquet",
         columns=["ITEM_ID"],
     )["ITEM_ID"].to_numpy()
     is_new = recipe_index(np.asarray(base_items, dtype=object), recipe.item_ids) < 0
