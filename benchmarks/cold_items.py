@@ -59,68 +59,73 @@ def cold_split(
     seed: int,
     max_val_events: int | None = None,
 ):
-    """Train before T, update window (T, T2], test after T2; validation = window events.
+    """Train before T; the update at T2 adds the items first seen in (T, T2]; test on the
+    events after T2. Validation mirrors it inside the window, with no test event and no
+    look-ahead: the update at T' (the timestamps' quantile halfway between T and T2) adds the
+    items first seen in (T, T'], and is scored on the events in (T', T2].
 
-    Returns a dict: ``before_t`` / ``upto_t2`` datasets, ``catalogue`` (every item seen by T2),
-    ``new_items`` (first seen in the window), ``is_new`` per catalogue item, ``test`` and
-    ``val`` event sets (histories, targets). Validation events are the window's own events
-    (T, T2]: disjoint from the test events, and what the update could be tuned on at T2.
+    Returns a dict with ``before_t`` / ``upto_t2`` datasets and, for ``test`` and ``val``,
+    an update: ``catalogue`` (items seen by the update), ``new_items``, ``counts`` (each new
+    item's interactions by the update), ``is_new`` per catalogue item, ``events`` (histories,
+    targets as catalogue codes).
     """
     inter = data.interactions
     ts = inter["TIMESTAMP"].to_numpy()
-    T, T2 = np.quantile(ts, [t_quantile, t2_quantile])
+    T, TV, T2 = np.quantile(ts, [t_quantile, (t_quantile + t2_quantile) / 2, t2_quantile])
     first_seen = inter.groupby("ITEM_ID")["TIMESTAMP"].min()
     old_items = first_seen.index[first_seen <= T].astype(str)
-    known_t2 = first_seen.index[first_seen <= T2].astype(str)
-    new_items = np.array(sorted(set(known_t2) - set(old_items)), dtype=object)
     items = data.items
+    item_str = inter["ITEM_ID"].astype(str).to_numpy()
 
     def upto(cut, catalogue):
         df = inter[ts <= cut]
         its = items[items["ITEM_ID"].astype(str).isin(catalogue)] if items is not None else None
         return Dataset(df, its, None, None, data.item_schema)
 
-    before_t, upto_t2 = upto(T, old_items), upto(T2, known_t2)
-    catalogue = upto_t2.item_ids  # the T2 catalogue (every item seen by T2)
-    # history of each event: the user's earlier events (stable time order), T2 catalogue
+    before_t = upto(T, old_items)
+    # each user's events in stable time order (the data set is sorted so)
     users = inter["USER_ID"].astype(str).to_numpy()
-    all_codes = index_of(catalogue, inter["ITEM_ID"])
     by_user: dict[str, list[int]] = {}
     pos_in_user = np.empty(len(inter), dtype=np.int64)
     for r in range(len(inter)):
         lst = by_user.setdefault(users[r], [])
         pos_in_user[r] = len(lst)
-        lst.append(all_codes[r])
+        lst.append(r)
     rng = np.random.default_rng(seed)
 
-    def events(rows, limit):
+    def update_at(cut, end, limit):
+        known = first_seen.index[first_seen <= cut].astype(str)
+        new_items = np.array(sorted(set(known) - set(old_items)), dtype=object)
+        upto_cut = upto(cut, known)
+        catalogue = upto_cut.item_ids
+        codes = index_of(catalogue, item_str)
+        rows = np.flatnonzero((ts > cut) & (ts <= end) & (codes >= 0))
         if len(rows) > limit:
             rows = np.sort(rng.choice(rows, limit, replace=False))
         hists = []
         for r in rows:
-            h = np.asarray(by_user[users[r]][: pos_in_user[r]], dtype=np.int64)
+            h = codes[np.asarray(by_user[users[r]][: pos_in_user[r]], dtype=np.int64)]
             hists.append(h[h >= 0])
-        return hists, all_codes[rows]
+        counts = pd.Series(item_str[ts <= cut]).value_counts().reindex(new_items).fillna(0)
+        return upto_cut, {
+            "catalogue": catalogue,
+            "new_items": new_items,
+            "counts": counts.to_numpy(),
+            "is_new": np.isin(np.asarray(catalogue).astype(str), new_items),
+            "events": (hists, codes[rows]),
+            "items": upto_cut.items,
+        }
 
-    test = events(np.flatnonzero((ts > T2) & (all_codes >= 0)), max_events)
-    val = events(
-        np.flatnonzero((ts > T) & (ts <= T2) & (all_codes >= 0)), max_val_events or max_events
-    )
-    is_new = np.isin(np.asarray(catalogue).astype(str), new_items)
-    window_counts = (
-        inter[(ts > T) & (ts <= T2)]["ITEM_ID"].astype(str).value_counts().reindex(new_items)
-    )
+    upto_t2, test = update_at(T2, np.inf, max_events)
+    _, val = update_at(TV, T2, max_val_events or max_events)
     return {
         "before_t": before_t,
         "upto_t2": upto_t2,
-        "catalogue": catalogue,
-        "new_items": new_items,
-        "is_new": is_new,
         "test": test,
         "val": val,
         "T": T,
+        "TV": TV,
         "T2": T2,
-        "window_events_per_new_item": window_counts.fillna(0).to_numpy(),
     }
 
 
@@ -176,12 +181,7 @@ def fit_cached(hp, data, seed, cache: str | None, name: str):
         rec, meta = load_model(store, key)
         return rec, meta["train_info"]
     t = time.perf_counter()
-    best = {"epoch": 0, "score": -1.0}
-
-    def on_epoch(recipe, epoch, elapsed):
-        pass
-
-    rec = UserPersonalization(**hp).fit(data, TrainingOptions(seed=seed, on_epoch=on_epoch))
+    rec = UserPersonalization(**hp).fit(data, TrainingOptions(seed=seed))
     seconds = time.perf_counter() - t
     cap = 60.0 * float(hp.get("max_training_minutes") or float("inf"))
     info = {
@@ -191,19 +191,22 @@ def fit_cached(hp, data, seed, cache: str | None, name: str):
         "best_validation_ndcg10": rec.best_validation,
         "load": os.getloadavg()[0],
     }
-    del best
     if store is not None:
         rec.save(store, key, extra={"train_info": info})
     return rec, info
 
 
-def with_new_items(base_state, hp, new_ids, items, mode: str, seed: int, options=None):
-    """A copy of the before-T model with new items added by ``mode`` (neighbours / random)."""
+def with_new_items(base_state, hp, update, mode: str, seed: int, options=None):
+    """A copy of the before-T model with ``update``'s new items added by ``mode``
+    (neighbours / random); the update's interaction counts go to ``add_items``."""
     rec = UserPersonalization(**hp)
     rec.item_ids, rec.user_ids = base_state["item_ids"], base_state["user_ids"]
     rec.load_state(base_state["tensors"], base_state["state"])
     t = time.perf_counter()
-    report = rec.add_items(new_ids, items, options or NewItemOptions())
+    new_ids = update["new_items"]
+    report = rec.add_items(
+        new_ids, update["items"], options or NewItemOptions(), counts=update["counts"]
+    )
     seconds = time.perf_counter() - t
     if mode == "random":
         g = torch.Generator().manual_seed(seed)
@@ -216,22 +219,21 @@ def with_new_items(base_state, hp, new_ids, items, mode: str, seed: int, options
 
 #: The options of the update before this benchmark tuned them (k=10, floor 0.3, similarity
 #: weights, norm rescale, no bias offset): row (c) of the first protocol-3 run.
-FIRST_OPTIONS = {"k": 10, "min_similarity": 0.3, "weighting": "similarity", "bias_offset": 0.0}
+FIRST_OPTIONS = {
+    "k": 10,
+    "min_similarity": 0.3,
+    "weighting": "similarity",
+    "bias_offset": 0.0,
+    "popularity_bias": False,
+}
 
 
 def option_grid() -> list[dict[str, Any]]:
-    """Neighbour-init settings compared on the validation events (the window (T, T2])."""
-    grid = []
-    for k, weighting in (
-        (3, "similarity"),
-        (10, "similarity"),
-        (30, "similarity"),
-        (10, "softmax"),
-    ):
-        for offset in (0.0, -0.5, -1.0, -2.0, -4.0):
-            grid.append(
-                {"k": k, "min_similarity": 0.3, "weighting": weighting, "bias_offset": offset}
-            )
+    """Neighbour-init settings compared on the validation update (T' inside the window)."""
+    grid = [{**FIRST_OPTIONS, "bias_offset": o} for o in (0.0, -1.0, -2.0)]
+    grid += [{**FIRST_OPTIONS, "popularity_bias": True, "bias_offset": o} for o in (-1, 0, 1, 2)]
+    grid += [{**FIRST_OPTIONS, "popularity_bias": True, "k": k} for k in (3, 30)]
+    grid += [{**FIRST_OPTIONS, "popularity_bias": True, "weighting": "softmax"}]
     grid.append({**FIRST_OPTIONS, "preserve_norm": False})
     return grid
 
@@ -258,16 +260,19 @@ def quality(args) -> list[str]:
     grid = option_grid()
     for t, t2 in splits:
         sp = cold_split(data, t, t2, args.max_events, 0, args.max_val_events)
-        n_new_test = int(sp["is_new"][sp["test"][1]].sum())
-        n_new_val = int(sp["is_new"][sp["val"][1]].sum())
-        w = sp["window_events_per_new_item"]
+        te, va = sp["test"], sp["val"]
+        n_new_test = int(te["is_new"][te["events"][1]].sum())
+        n_new_val = int(va["is_new"][va["events"][1]].sum())
+        w = te["counts"]
         header.append(
             f"* T = {day(sp['T'])} (quantile {t:g}), T2 = {day(sp['T2'])} (quantile {t2:g}): "
             f"train on {len(sp['before_t'].interactions):,} interactions / "
-            f"{sp['before_t'].n_items:,} items; {len(sp['new_items'])} new items first seen in "
-            f"(T, T2] with {int(w.sum()):,} window events (median {np.median(w):g} per item); "
-            f"validation: {len(sp['val'][1]):,} window events ({n_new_val} on new items); "
-            f"test: {len(sp['test'][1]):,} events after T2 ({n_new_test} on new items)."
+            f"{sp['before_t'].n_items:,} items; {len(te['new_items'])} new items first seen in "
+            f"(T, T2] with {int(w.sum()):,} interactions by T2 (median {np.median(w):g}, "
+            f"mean {w.mean():.1f} per item); test: {len(te['events'][1]):,} events after T2 "
+            f"({n_new_test} on new items). Validation: the update at T' = {day(sp['TV'])} adds "
+            f"{len(va['new_items'])} items first seen in (T, T'], scored on "
+            f"{len(va['events'][1]):,} sampled events in (T', T2] ({n_new_val} on new items)."
         )
         print(header[-1], flush=True)
         for seed in args.seeds:
@@ -283,7 +288,6 @@ def quality(args) -> list[str]:
                 "tensors": base.tensors(),
                 "state": base.state_config(),
             }
-            items_t2 = sp["upto_t2"].items
             run = {"split": (t, t2), "seed": seed, "val": {}, "test": {}, "info": {}}
             run["info"] = {"before": base_info, "full": full_info}
             saved = (
@@ -292,65 +296,59 @@ def quality(args) -> list[str]:
                 if args.cache
                 else None
             )
-            cat, is_new = sp["catalogue"], sp["is_new"]
 
-            def ev(rec, which, cat=cat, sp=sp, is_new=is_new):
-                return summary(evaluate(rec, cat, sp[which], is_new))
+            def ev(rec, update):
+                return summary(
+                    evaluate(rec, update["catalogue"], update["events"], update["is_new"])
+                )
 
             if saved is not None and saved.exists():
                 run.update(json.loads(saved.read_text()))
-                run["split"] = tuple(run["split"])
             else:
-                evaluate_run(run, ev, state, hp, sp, items_t2, seed, grid, base, full)
+                evaluate_run(run, ev, state, hp, sp, seed, grid, base, full)
                 if saved is not None:
                     saved.write_text(json.dumps({k: run[k] for k in ("val", "test", "info")}))
-            run["test_of"] = lambda o, state=state, sp=sp, seed=seed: summary(
-                evaluate(
-                    with_new_items(
-                        state, hp, sp["new_items"], sp["upto_t2"].items, "neighbours", seed, o
-                    )[0],
-                    sp["catalogue"],
-                    sp["test"],
-                    sp["is_new"],
-                )
-            )
+
+            def test_of(opts, state=state, te=te, seed=seed, ev=ev):
+                return ev(with_new_items(state, hp, te, "neighbours", seed, opts)[0], te)
+
+            run["test_of"] = test_of
             runs.append(run)
-            print(
-                f"  seed {seed}: val (c first) {run['val'][_name(FIRST_OPTIONS)]}",
-                flush=True,
-            )
+            print(f"  seed {seed}: val {run['val'][_name(FIRST_OPTIONS)]}", flush=True)
     if args.train_only:
         return header
     return report_lines(args, hp, header, runs, grid)
 
 
-def evaluate_run(run, ev, state, hp, sp, items_t2, seed, grid, base, full) -> None:
+def evaluate_run(run, ev, state, hp, sp, seed, grid, base, full) -> None:
     """Validation grid and test rows of one (split, seed): summaries into ``run``."""
-    run["test"]["(a) no update"] = ev(base, "test")
-    run["val"]["(a) no update"] = ev(base, "val")
-    rec, _, secs = with_new_items(state, hp, sp["new_items"], items_t2, "random", seed)
-    run["test"]["(b) random init"] = ev(rec, "test")
-    run["val"]["(b) random init"] = ev(rec, "val")
+    te, va = sp["test"], sp["val"]
+    run["test"]["(a) no update"] = ev(base, te)
+    run["val"]["(a) no update"] = ev(base, va)
+    rec, _, secs = with_new_items(state, hp, te, "random", seed)
+    run["test"]["(b) random init"] = ev(rec, te)
+    rec, _, secs = with_new_items(state, hp, va, "random", seed)
+    run["val"]["(b) random init"] = ev(rec, va)
     for opts in grid:
         o = NewItemOptions.from_dict(opts)
-        rec, report, secs = with_new_items(
-            state, hp, sp["new_items"], items_t2, "neighbours", seed, o
-        )
-        run["val"][_name(opts)] = ev(rec, "val")
-        if opts == FIRST_OPTIONS:
-            run["test"][_name(opts)] = ev(rec, "test")
-            run["info"]["add"] = {
-                "seconds": round(secs, 2),
-                "from_neighbours": report["from_neighbours"],
-                "fallback": report["fallback"],
-            }
-    run["test"]["(d) full retraining"] = ev(full, "test")
+        rec, report, secs = with_new_items(state, hp, va, "neighbours", seed, o)
+        run["val"][_name(opts)] = ev(rec, va)
+        print(f"    val {_short(opts)}: {run['val'][_name(opts)]}", flush=True)
+    rec, report, secs = with_new_items(
+        state, hp, te, "neighbours", seed, NewItemOptions.from_dict(FIRST_OPTIONS)
+    )
+    run["test"][_name(FIRST_OPTIONS)] = ev(rec, te)
+    run["info"]["add"] = {
+        "seconds": round(secs, 2),
+        "from_neighbours": report["from_neighbours"],
+        "fallback": report["fallback"],
+    }
+    run["test"]["(d) full retraining"] = ev(full, te)
 
 
 def report_lines(args, hp, header, runs, grid) -> list[str]:
-    # Choose the neighbour-init settings on the validation events only: the highest NDCG@10
-    # on *all* validation events (new items gained against old items displaced), mean over
-    # every split and seed.
+    # Choose the neighbour-init settings on the validation update only: the highest NDCG@10
+    # on *all* its events (new items gained against old items displaced), mean over runs.
     def val_score(opts):
         return np.mean([r["val"][_name(opts)]["all NDCG@10"] for r in runs])
 
@@ -361,33 +359,29 @@ def report_lines(args, hp, header, runs, grid) -> list[str]:
     lines = header + [
         "",
         f"user-personalization with metadata (`use_metadata: true`), hyperparameters {hp}; "
-        f"seeds {args.seeds}; every model trained until early stopping (patience "
-        f"{hp['patience']}) or the {args.budget_min:g}-minute cap, see the training line.",
+        f"seeds {args.seeds}; each training runs until early stopping (patience "
+        f"{hp['patience']}) or the {args.budget_min:g}-minute cap (see the per-run table).",
         "",
-        "Validation (the window's events; all splits and seeds): NDCG@10 on all events / on "
-        "new-item events for the neighbour-init settings (k, weighting, bias offset; floor 0.3,"
-        " norm rescale):",
+        "Validation (the update at T', all runs): NDCG@10 on all events and on new-item events "
+        "for neighbour-init settings (floor 0.3; norm rescale unless said):",
         "",
-        "| k | weighting | bias offset | val NDCG@10 all | val NDCG@10 new | new items in top 10 |",
-        "|---|---|---|---|---|---|",
+        "| settings | val NDCG@10 all | val NDCG@10 old | val NDCG@10 new | new items in top 10 |",
+        "|---|---|---|---|---|",
     ]
+
+    def val_row(label, key):
+        s = [r["val"][key] for r in runs]
+        cells = [np.mean([x[c] for x in s]) for c in ("all NDCG@10", "old NDCG@10", "new NDCG@10")]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{c:.4f}" for c in cells)
+            + f" | {np.mean([x['new in top10'] for x in s]):.2f} |"
+        )
+
     for label in ("(a) no update", "(b) random init"):
-        s = [r["val"][label] for r in runs]
-        lines.append(
-            f"| {label} | | | {np.mean([x['all NDCG@10'] for x in s]):.4f} | "
-            f"{np.mean([x['new NDCG@10'] for x in s]):.4f} | "
-            f"{np.mean([x['new in top10'] for x in s]):.2f} |"
-        )
+        val_row(label, label)
     for opts in grid:
-        s = [r["val"][_name(opts)] for r in runs]
-        extra = "" if opts.get("preserve_norm", True) else " (no norm rescale)"
-        mark = " **chosen**" if opts == best else ""
-        lines.append(
-            f"| {opts['k']} | {opts['weighting']}{extra} | {opts['bias_offset']:g}{mark} | "
-            f"{np.mean([x['all NDCG@10'] for x in s]):.4f} | "
-            f"{np.mean([x['new NDCG@10'] for x in s]):.4f} | "
-            f"{np.mean([x['new in top10'] for x in s]):.2f} |"
-        )
+        val_row(_short(opts) + (" **chosen**" if opts == best else ""), _name(opts))
     rows = [
         ("(a) no update", "(a) no update"),
         ("(b) random init", "(b) random init"),
@@ -427,15 +421,30 @@ def report_lines(args, hp, header, runs, grid) -> list[str]:
         lines.append(
             f"| {r['split'][0]:g}:{r['split'][1]:g} | {r['seed']} | {g('(a) no update'):.4f} | "
             f"{g('(b) random init'):.4f} | {g(_name(FIRST_OPTIONS)):.4f} | {g(_name(best)):.4f} | "
-            f"{g('(d) full retraining'):.4f} | before T: {bi['epochs']} epochs {bi['seconds']:.0f}s"
-            f"{' (early stop)' if bi['early_stopped'] else ' (cap)'}; to T2: {fi['epochs']} "
-            f"epochs {fi['seconds']:.0f}s{' (early stop)' if fi['early_stopped'] else ' (cap)'} |"
+            f"{g('(d) full retraining'):.4f} | before T: {_stop(bi, hp)}; to T2: {_stop(fi, hp)} |"
         )
     return lines
 
 
+def _stop(info: dict[str, Any], hp: dict[str, Any]) -> str:
+    """How a training ended: early stopping, the time cap or the epoch limit."""
+    if info["early_stopped"]:
+        why = "early stop"
+    elif info["epochs"] >= int(hp["epochs"]):
+        why = "epoch limit"
+    else:
+        why = "time cap"
+    return f"{info['epochs']} epochs, {info['seconds']:.0f}s ({why})"
+
+
 def _short(opts: dict[str, Any]) -> str:
-    return f"(k={opts['k']}, {opts['weighting']}, bias offset {opts['bias_offset']:g})"
+    out = f"k={opts['k']}, {opts['weighting']}"
+    if opts.get("popularity_bias"):
+        out += ", popularity bias"
+    out += f", bias offset {opts['bias_offset']:g}"
+    if not opts.get("preserve_norm", True):
+        out += ", no norm rescale"
+    return out
 
 
 def speed(args) -> list[str]:

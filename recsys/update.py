@@ -108,7 +108,9 @@ def build_revision(
     known = set(np.asarray(recipe.item_ids).astype(str).tolist())
     new_ids = np.array([i for i in data.item_ids if str(i) not in known], dtype=object)
     n_before = len(recipe.item_ids)
-    report = recipe.add_items(new_ids, data.items, options)
+    counts = np.bincount(data.item_codes, minlength=data.n_items)
+    new_counts = counts[recipe_index(data.item_ids, new_ids)] if len(new_ids) else counts[:0]
+    report = recipe.add_items(new_ids, data.items, options, counts=new_counts)
     seconds_add = time.perf_counter() - started
     recipe.save(storage, prefix, extra={"revision_of": version_id, "revision_id": revision_id})
     as_of = as_utc(logical_date).timestamp()

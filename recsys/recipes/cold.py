@@ -41,6 +41,12 @@ class NewItemOptions:
     #: Added to a neighbour-initialised item's bias (logits): the neighbours' biases carry
     #: their popularity, which a brand-new item does not have yet (see docs/BENCHMARKS.md).
     bias_offset: float = 0.0
+    #: Bias from the item's own interactions so far (the update's snapshot) instead of the
+    #: neighbours' popularity: b = Σ w·(b_j − log p_j) + log p_new (+ bias_offset), with
+    #: p = (count + 1) / N, N the version's training interactions. The neighbours say how much
+    #: more (or less) than its popularity an item like this is chosen; the item's count says
+    #: how popular it is already. Off: the neighbours' mean bias (their popularity).
+    popularity_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -158,3 +164,14 @@ def report(
         "fallback_items": fallback,
         **extra,
     }
+
+
+def log_popularity(popularity: np.ndarray, counts: np.ndarray | None = None) -> tuple:
+    """(log p of the known items, log p of ``counts``), p = (count + 1) / N, where N is
+    recovered from the stored popularity shares (the smallest share is one interaction)."""
+    p = np.asarray(popularity, dtype=np.float64)
+    pos = p[p > 0]
+    n = 1.0 / pos.min() if len(pos) else 1.0
+    known = np.log(p + 1.0 / n)
+    new = None if counts is None else np.log((np.asarray(counts, np.float64) + 1.0) / n)
+    return known, new
