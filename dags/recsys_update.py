@@ -2,7 +2,7 @@
 ### recsys_update — the 2-hourly update: new items join the live model without retraining
 
 **check → import (INCREMENTAL) → validate → add new items → gate + deploy the revision →
-(optional) batch**, each task a thin call into `recsys.pipeline` / `recsys.update`.
+(optional) targeted refresh of the changed users' batch lines, or a whole batch**, each task a thin call into `recsys.pipeline` / `recsys.update`.
 
 * *check_for_new_data* (short-circuit): when no landing file arrived since the newest
   validated snapshot (or the campaign was never deployed), every later task is skipped and the
@@ -19,7 +19,12 @@
   scores), then the campaign's live entry gets the revision and the new snapshot (so
   exploration sees the new items' ages and impression counts). A failure before this leaves
   the campaign as it was; a revision of a version that is no longer live is not deployed.
-* *batch* (param `refresh_batch`): rebuild the batch recommendations from the revision.
+* *refresh_changed_users* (campaign file `update: refresh:`, or param `targeted_refresh`):
+  re-answer only the users whose top-k the new items entered (at least `min_new_items`, most
+  changed first, at most `max_users`) and publish a complete new batch output beside the
+  previous one (its other users' lines copied), manifest and `_SUCCESS`, then `latest`.
+* *batch* (param `refresh_batch`): rebuild the batch recommendations from the revision
+  (instead of the targeted refresh).
 
 Idempotent for its logical date: a rerun reuses the snapshot and the revision (same ids) and
 deploys nothing new. The next nightly version supersedes every revision; `recsys_rollback`
@@ -71,6 +76,13 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         ),
         "refresh_batch": Param(
             False, type="boolean", title="Refresh batch", description="rebuild batch outputs"
+        ),
+        "targeted_refresh": Param(
+            None,
+            type=["null", "boolean"],
+            title="Targeted refresh",
+            description="re-answer only the users whose top lists the new items changed; "
+            "empty = the campaign file's update.refresh.enabled",
         ),
     },
 )
@@ -154,9 +166,35 @@ def recsys_update():
             )
         return shard_list(spec)
 
+    @task(outlets=[BATCH_ASSET])
+    def refresh_changed_users(deployed: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from recsys import pipeline
+
+        ctx = get_current_context()
+        params = ctx["params"]
+        if params["refresh_batch"]:
+            raise AirflowSkipException("refresh_batch is on: the whole batch is rebuilt")
+        if not deployed["deployed"] and deployed["reason"] != "already live":
+            raise AirflowSkipException(f"revision not deployed: {deployed['reason']}")
+        with no_retry_on_bad_input():
+            out = pipeline.refresh_update_batch(
+                params["campaign"], as_of(ctx), storage(params), params["targeted_refresh"]
+            )
+        if not out["refreshed"]:
+            raise AirflowSkipException(out["reason"])
+        ctx["outlet_events"][BATCH_ASSET].extra = {
+            "batch_id": out["batch_id"],
+            "uri": out["uri"],
+            "users": out["users"],
+        }
+        return out
+
     check = check_for_new_data()
     validated = validate_snapshot(import_datasets(check))
     deployed = deploy_revision(add_new_items(validated))
+    refresh_changed_users(deployed)
     sharded_batch(plan_batch(deployed), BATCH_ASSET)
 
 

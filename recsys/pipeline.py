@@ -288,13 +288,40 @@ def deploy_update(
     return {"campaign": campaign, "gate": gate, **out}
 
 
+def refresh_update_batch(
+    campaign: str,
+    logical_date: Any,
+    storage: Storage | None = None,
+    enabled: bool | None = None,
+) -> dict[str, Any]:
+    """After a deployed revision: re-answer the users whose top-k the new items changed most
+    and publish a complete new batch output (``update: refresh:`` in the campaign file;
+    ``enabled`` overrides its ``enabled``). {"refreshed": False, "reason"} when skipped."""
+    from dataclasses import replace
+
+    from recsys.inference.refresh import refresh_batch
+
+    options = updates.refresh_options(campaign)
+    if enabled is not None:
+        options = replace(options, enabled=bool(enabled))
+    if not options.enabled:
+        return {"refreshed": False, "reason": "targeted refresh is off (update.refresh.enabled)"}
+    return refresh_batch(
+        storage or Storage(), CampaignConfig.load(campaign), _iso(logical_date), options
+    )
+
+
 def run_update(
     campaign: str,
     logical_date: Any,
     storage: Storage | None = None,
     refresh_batch: bool = False,
+    targeted_refresh: bool | None = None,
 ) -> dict[str, Any]:
-    """check → INCREMENTAL import → validate → revision → gate + deploy [→ batch], no Airflow."""
+    """check → INCREMENTAL import → validate → revision → gate + deploy [→ batch], no Airflow.
+
+    ``refresh_batch`` rebuilds the whole batch from the revision; otherwise the targeted
+    refresh runs when the campaign file (or ``targeted_refresh``) turns it on."""
     storage = storage or Storage()
     check = check_update(campaign, logical_date, storage)
     if not check["new"]:
@@ -305,8 +332,11 @@ def run_update(
     rev = update_items(campaign, imp["snapshot_id"], logical_date, storage)
     dep = deploy_update(campaign, rev["version_id"], rev["revision_id"], logical_date, storage)
     out = {"skipped": False, "import": imp, "validation": val, "revision": rev, "deploy": dep}
+    live = dep["deployed"] or dep.get("reason") == "already live"
     if refresh_batch and dep["deployed"]:
         out["batch"] = batch(campaign, logical_date, storage=storage)
+    elif live:
+        out["refresh"] = refresh_update_batch(campaign, logical_date, storage, targeted_refresh)
     return out
 
 

@@ -39,6 +39,7 @@ from recsys.data.imports import pending_files
 from recsys.errors import ArtifactError, NotFoundError
 from recsys.ids import as_utc, stamped_id, utcnow_iso
 from recsys.inference.exploration import item_exploration_scores
+from recsys.inference.refresh import RefreshOptions
 from recsys.logs import get_logger
 from recsys.recipes import load_model
 from recsys.recipes.cold import NewItemOptions
@@ -51,8 +52,17 @@ GATE_USERS = 64
 
 
 def update_options(campaign: str) -> NewItemOptions:
-    """The campaign file's ``update:`` section (k, min_similarity, weighting, temperature)."""
-    return NewItemOptions.from_dict(load_config_file("campaigns", campaign).get("update"))
+    """The campaign file's ``update:`` section (k, min_similarity, weighting, temperature,
+    bias_offset; ``refresh:`` is the targeted batch refresh's, see :func:`refresh_options`)."""
+    raw = dict(load_config_file("campaigns", campaign).get("update") or {})
+    raw.pop("refresh", None)
+    return NewItemOptions.from_dict(raw)
+
+
+def refresh_options(campaign: str) -> RefreshOptions:
+    """The campaign file's ``update: refresh:`` section (targeted batch refresh)."""
+    raw = load_config_file("campaigns", campaign).get("update") or {}
+    return RefreshOptions.from_dict(raw.get("refresh"))
 
 
 def pending(storage: Storage, campaign: CampaignConfig, dataset_group: str, logical_date: Any):
@@ -98,7 +108,9 @@ def build_revision(
     known = set(np.asarray(recipe.item_ids).astype(str).tolist())
     new_ids = np.array([i for i in data.item_ids if str(i) not in known], dtype=object)
     n_before = len(recipe.item_ids)
-    report = recipe.add_items(new_ids, data.items, options)
+    counts = np.bincount(data.item_codes, minlength=data.n_items)
+    new_counts = counts[recipe_index(data.item_ids, new_ids)] if len(new_ids) else counts[:0]
+    report = recipe.add_items(new_ids, data.items, options, counts=new_counts)
     seconds_add = time.perf_counter() - started
     recipe.save(storage, prefix, extra={"revision_of": version_id, "revision_id": revision_id})
     as_of = as_utc(logical_date).timestamp()

@@ -3,14 +3,17 @@ new items deployed through the campaign, reruns reuse it, a failure leaves the c
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 
 from recsys import pipeline
 from recsys import update as updates
 from recsys.campaigns import campaign_state, rollback
+from recsys.data.dataset import Dataset
 from recsys.errors import ArtifactError
 from recsys.inference.batch import BatchServer
 from recsys.recipes import load_model
@@ -162,3 +165,129 @@ def test_revision_of_a_version_no_longer_live_is_not_deployed(local_storage, nig
     )
     assert out["deployed"] is False and out["reason"] == "revision of a version not live"
     assert campaign_state(local_storage, CAMPAIGN)["live"]["version_id"] == other["version_id"]
+
+
+def up_campaign(tmp_path, monkeypatch, update: str) -> None:
+    """A tiny user-personalization solution with metadata and a campaign with ``update``."""
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    (configs / "solutions" / "synthetic-up.yaml").write_text(
+        "dataset_group: synthetic\nrecipe: user-personalization\nhyperparameters:\n"
+        "  hidden_dimension: 16\n  bptt: 8\n  num_layers: 1\n  epochs: 2\n"
+        "  precision: fp32\n  use_metadata: true\n"
+    )
+    (configs / "campaigns" / "synthetic-up.yaml").write_text(
+        f"solution: synthetic-up\nconfig:\n  num_results: 10\nupdate:\n{update}"
+    )
+    monkeypatch.setenv("RECSYS_CONFIG_DIR", str(configs))
+
+
+def batch_lines(storage, manifest_key: str) -> list[tuple[str, str]]:
+    manifest = storage.read_json(manifest_key)
+    out = []
+    for part in manifest["parts"]:
+        for line in storage.read_text(part["key"]).splitlines():
+            out.append((json.loads(line)["input"]["userId"], line))
+    assert len(out) == manifest["users"]
+    return out
+
+
+def test_targeted_refresh_rewrites_only_the_users_whose_top_k_changed(
+    local_storage, landed, tmp_path, monkeypatch
+):
+    # fresh1 (genre g5) gets its neighbours' bias + 50: it enters every top 10 it may enter,
+    # so the selection is known; at most 40 users are refreshed, most new items first.
+    up_campaign(
+        tmp_path,
+        monkeypatch,
+        "  k: 5\n  min_similarity: 0.2\n  bias_offset: 50.0\n"
+        "  refresh:\n    enabled: true\n    max_users: 40\n",
+    )
+    date = nightly_date(landed)
+    night = pipeline.run_nightly("synthetic-up", date, storage=local_storage, deploy_mode="force")
+    base_key = local_storage.read_json("batch/synthetic-up/latest.json")["manifest"]
+    base = dict(batch_lines(local_storage, base_key))
+    base_files = {k: local_storage.read_bytes(k) for k in local_storage.find("batch/")}
+    land_new_items(local_storage)
+    when = two_hours_later(date)
+    out = pipeline.run_update("synthetic-up", when, storage=local_storage)
+    assert out["deploy"]["deployed"] and "batch" not in out
+    ref = out["refresh"]
+    assert ref["refreshed"] and ref["latest_moved"] and ref["new_items"] == 2
+
+    # The previous output is untouched; latest points at the new, complete output.
+    for key, body in base_files.items():
+        if not key.endswith("latest.json"):
+            assert local_storage.read_bytes(key) == body
+    latest = local_storage.read_json("batch/synthetic-up/latest.json")
+    assert latest["batch_id"] == ref["batch_id"] != night["batch"]["batch_id"]
+    assert local_storage.exists(f"{latest['prefix']}/_SUCCESS")
+    manifest = local_storage.read_json(latest["manifest"])
+    assert manifest["revision"] == out["revision"]["revision_id"]
+    assert manifest["refresh"]["base_batch_id"] == night["batch"]["batch_id"]
+    new_lines = batch_lines(local_storage, latest["manifest"])
+    assert [u for u, _ in new_lines] == list(base)  # same users, same order (no new user)
+
+    # The oracle: the revision's full score matrix (tiny here), seen items out, top 10.
+    rev = out["revision"]
+    recipe, _ = load_model(
+        local_storage, revision_prefix("synthetic-up", rev["version_id"], rev["revision_id"])
+    )
+    data = Dataset.load(local_storage, "synthetic", out["import"]["snapshot_id"])
+    to_model = updates.recipe_index(recipe.item_ids, data.item_ids)
+    hists = [to_model[h] for h in data.user_histories()]
+    scores = recipe.score(updates.recipe_index(recipe.user_ids, data.user_ids), hists)
+    is_new = np.isin(recipe.item_ids.astype(str), ["fresh1", "fresh2"])
+    counts = []
+    for r, h in enumerate(hists):
+        s = scores[r].astype(np.float64)
+        s[h] = -np.inf
+        top = np.lexsort((np.arange(len(s)), -s))[:10]
+        counts.append(int(is_new[top].sum()))
+    counts = np.array(counts)
+    assert (counts >= 1).sum() > 40  # more candidates than the limit: the limit matters
+    order = np.lexsort((np.arange(len(counts)), -counts))[:40]
+    expected = {str(data.user_ids[i]) for i in order}
+    assert ref["users_refreshed"] == 40 and ref["users_added"] == 0
+
+    changed = {u for u, line in new_lines if line != base[u]}
+    assert changed == expected
+    for u, line in new_lines:
+        items = json.loads(line)["output"]["recommendedItems"]
+        assert ("fresh1" in items) == (u in expected)
+    assert "fresh1" not in json.loads(base[next(iter(expected))])["output"]["recommendedItems"]
+
+    # A rerun of the same logical date writes nothing and keeps latest.
+    files = local_storage.find("")
+    again = pipeline.run_update("synthetic-up", when, storage=local_storage)
+    assert again["refresh"]["refreshed"] is False
+    assert local_storage.find("") == files
+    assert local_storage.read_json("batch/synthetic-up/latest.json") == latest
+
+
+def test_targeted_refresh_is_off_by_default_and_skips_without_a_revision(
+    local_storage, landed, tmp_path, monkeypatch
+):
+    up_campaign(tmp_path, monkeypatch, "  k: 5\n")
+    date = nightly_date(landed)
+    pipeline.run_nightly("synthetic-up", date, storage=local_storage, deploy_mode="force")
+    latest = local_storage.read_json("batch/synthetic-up/latest.json")
+    # the live deployment is the plain version: nothing to refresh, even when asked
+    asked = pipeline.refresh_update_batch("synthetic-up", date, local_storage, enabled=True)
+    assert asked == {"refreshed": False, "reason": "the live deployment is not a revision"}
+    land_new_items(local_storage)
+    out = pipeline.run_update("synthetic-up", two_hours_later(date), storage=local_storage)
+    assert out["deploy"]["deployed"]
+    assert out["refresh"]["refreshed"] is False and "off" in out["refresh"]["reason"]
+    assert local_storage.read_json("batch/synthetic-up/latest.json") == latest
+
+
+def test_refresh_options_are_checked():
+    from recsys.errors import ConfigError
+    from recsys.inference.refresh import RefreshOptions
+
+    assert RefreshOptions.from_dict(None) == RefreshOptions(enabled=False)
+    with pytest.raises(ConfigError, match="min_new_items"):
+        RefreshOptions.from_dict({"min_new_items": 0})
+    with pytest.raises(ConfigError, match="unknown"):
+        RefreshOptions.from_dict({"threshold": 3})

@@ -88,11 +88,16 @@ class Recipe(ABC):
         return None
 
     def add_items(
-        self, new_ids: np.ndarray, items: pd.DataFrame | None, options: NewItemOptions
+        self,
+        new_ids: np.ndarray,
+        items: pd.DataFrame | None,
+        options: NewItemOptions,
+        counts: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Append ``new_ids`` to the catalogue without retraining (the 2-hourly update),
         leaving every existing item's parameters as they are; returns a report (see
-        :func:`recsys.recipes.cold.report`). Recipes that cannot do it raise ConfigError."""
+        :func:`recsys.recipes.cold.report`). ``counts``: each new item's interactions in the
+        update's snapshot (recipes may use them). Recipes that cannot do it raise ConfigError."""
         from recsys.errors import ConfigError
 
         raise ConfigError(f"recipe {self.name} cannot add items without retraining")

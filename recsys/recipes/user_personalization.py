@@ -591,10 +591,15 @@ class UserPersonalization(Recipe):
     # -- new items (the 2-hourly update) -------------------------------------------------
     @torch.no_grad()
     def add_items(
-        self, new_ids: np.ndarray, items: pd.DataFrame | None, options: cold.NewItemOptions
+        self,
+        new_ids: np.ndarray,
+        items: pd.DataFrame | None,
+        options: cold.NewItemOptions,
+        counts: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Append items: e and b from the k nearest known items by cosine of their metadata
         representation f (similarity-weighted), the prior where there is no usable metadata.
+        ``counts``: each new item's interactions so far (``options.popularity_bias``).
         Existing items' rows and every other weight stay exactly as they were."""
         model = self.model
         assert model is not None
@@ -632,6 +637,14 @@ class UserPersonalization(Recipe):
         else:
             reasons = {i: "recipe has no item metadata" for i in range(m)}
             method = "prior"
+        if options.popularity_bias and counts is not None:
+            # the item's own popularity so far + what items like it get beyond popularity
+            log_p, log_p_new = cold.log_popularity(self.popularity, counts)
+            resid = b - log_p
+            b_new = (float(np.median(resid)) + log_p_new).astype(np.float32)
+            if found.any():
+                b_new[found] = (w[found] * resid[idx[found]]).sum(axis=1) + log_p_new[found]
+        b_new[found] += options.bias_offset
         state = {k: v for k, v in model.state_dict().items()}
         state["item_emb.weight"] = torch.cat([model.item_emb.weight, torch.from_numpy(e_new)])
         state["item_bias"] = torch.cat([model.item_bias, torch.from_numpy(b_new)])

@@ -142,8 +142,11 @@ def test_update_dag_shape(parsed):
         "validate_snapshot",
         "add_new_items",
         "deploy_revision",
+        "refresh_changed_users",
         "plan_batch",
         "write_batch_shard",
         "finalize_batch",
     ]
-    assert {"campaign", "refresh_batch", "as_of", "batch_shards"} <= set(dag["params"])
+    assert {"campaign", "refresh_batch", "targeted_refresh", "as_of", "batch_shards"} <= set(
+        dag["params"]
+    )

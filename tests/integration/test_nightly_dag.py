@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -218,3 +219,151 @@ def test_nightly_dag_on_s3_with_airflow_connection(airflow_home, movielens, s3_s
     assert pd.Timestamp(storage.read_json("batch/movielens/latest.json")["logical_date"]) == (
         pd.Timestamp(DATE, tz="UTC")
     )
+
+
+# -- the 2-hourly update (recsys_update) after a nightly run -----------------------------------
+NEW_MOVIES = (
+    "ITEM_ID,TITLE,YEAR,GENRES,TAGS\n"
+    "900001,Galaxy Heist Returns (2018),2018,Action|Sci-Fi,space heist\n"
+    "900002,Quiet Harbour Letters (2018),2018,Drama|Romance,\n"
+    "900003,Untitled Short (2018),2018,,\n"
+)
+NEW_IDS = ["900001", "900002", "900003"]
+
+
+def task_states(home: Path, dag_id: str, date: str, **env: str) -> dict[str, str]:
+    """{task_id: state} of the DAG run of ``date`` (mapped tasks: their last state)."""
+    proc = subprocess.run(
+        [str(BIN / "airflow"), "tasks", "states-for-dag-run", dag_id, date, "-o", "json"],
+        env=_airflow_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    rows = json.loads(proc.stdout[proc.stdout.index("[") :])
+    return {r["task_id"]: r["state"] for r in rows}
+
+
+def land_update_drop(storage: Storage, day: str, users: list[str]) -> None:
+    """New movies and a few ratings of them (one by a user the nightly never saw)."""
+    storage.write_text(f"landing/movielens/items/dt={day}/part-00000.csv", NEW_MOVIES)
+    ts = int(pd.Timestamp(day, tz="UTC").timestamp()) + 3600
+    rows = ["USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE"]
+    for n, user in enumerate([*users, "700001"]):
+        rows.append(f"{user},900001,{ts + n},rating,4.5")
+    rows.append(f"700001,1,{ts + 100},rating,4.0")
+    storage.write_text(
+        f"landing/movielens/interactions/dt={day}/part-00000.csv", "\n".join(rows) + "\n"
+    )
+
+
+def run_update_flow(home: Path, storage: Storage, movielens, **env: str) -> None:
+    """nightly → new items dropped → recsys_update (targeted refresh on) → checks; a rerun of
+    the same logical date reuses everything; a later run with nothing new is skipped."""
+    night = storage.read_json("campaigns/movielens.json")["live"]
+    base_latest = storage.read_json("batch/movielens/latest.json")
+    land_update_drop(storage, "2018-09-25", ["1", "2"])
+    when = "2018-09-26T02:00:00+00:00"
+    ok, out = dags_test(home, when, {"targeted_refresh": True}, dag_id="recsys_update", **env)
+    assert ok, out[-4000:]
+    states = task_states(home, "recsys_update", when, **env)
+    assert states["deploy_revision"] == "success"
+    assert states["refresh_changed_users"] == "success"
+    assert states["plan_batch"] == "skipped"  # the whole-batch rebuild is off
+
+    # A new revision of the nightly's version is live, with the update's snapshot.
+    state = storage.read_json("campaigns/movielens.json")
+    live = state["live"]
+    assert live["version_id"] == night["version_id"] and live["revision"]
+    assert live["snapshot_id"] != night["snapshot_id"]
+    prefix = (
+        f"solutions/{state['solution']}/versions/{live['version_id']}/revisions/{live['revision']}"
+    )
+    revision = storage.read_json(f"{prefix}/revision.json")
+    assert revision["new_items"]["added"] == len(NEW_IDS)
+    assert revision["n_items"] == revision["n_items_before"] + len(NEW_IDS)
+    assert state["history"][-1]["revision"] == live["revision"]
+
+    # The new items are scored by the deployed revision (finite, for real users).
+    from recsys.data.dataset import Dataset
+    from recsys.recipes import load_model
+
+    recipe, _ = load_model(storage, prefix)
+    ids = recipe.item_ids.astype(str)
+    assert list(ids[-len(NEW_IDS) :]) == NEW_IDS
+    data = Dataset.load(storage, "movielens", live["snapshot_id"])
+    codes = pd.Index(ids).get_indexer(data.item_ids.astype(str))
+    hists = [codes[h] for h in data.user_histories()[:20]]
+    scores = recipe.score(np.full(20, -1), hists)
+    assert np.isfinite(scores[:, -len(NEW_IDS) :]).all()
+
+    # The targeted refresh published a complete new output; the old one is untouched.
+    latest = storage.read_json("batch/movielens/latest.json")
+    assert latest["batch_id"] != base_latest["batch_id"]
+    assert storage.exists(f"{base_latest['prefix']}/_SUCCESS")
+    manifest = storage.read_json(latest["manifest"])
+    assert manifest["revision"] == live["revision"]
+    assert manifest["refresh"]["base_batch_id"] == base_latest["batch_id"]
+    assert manifest["refresh"]["users_added"] == 1  # user 700001 is new
+    users = []
+    for part in manifest["parts"]:
+        for line in storage.read_text(part["key"]).splitlines():
+            rec = json.loads(line)
+            assert rec["error"] is None and len(rec["output"]["recommendedItems"]) == 25
+            users.append(rec["input"]["userId"])
+    assert sorted(users) == sorted({*movielens.interactions["USER_ID"].astype(str), "700001"})
+
+    # A rerun of the same logical date: same revision, no new files, latest unchanged.
+    files = storage.find("")
+    ok, out = dags_test(home, when, {"targeted_refresh": True}, dag_id="recsys_update", **env)
+    assert ok, out[-4000:]
+    states = task_states(home, "recsys_update", when, **env)
+    assert states["add_new_items"] == states["deploy_revision"] == "success"  # not skipped
+    assert storage.read_json("campaigns/movielens.json")["live"] == live
+    assert storage.find("") == files
+    assert storage.read_json("batch/movielens/latest.json") == latest
+
+    # Two hours later nothing new arrived: the run succeeds and every later task is skipped.
+    later = "2018-09-26T04:00:00+00:00"
+    ok, out = dags_test(home, later, dag_id="recsys_update", **env)
+    assert ok, out[-4000:]
+    states = task_states(home, "recsys_update", later, **env)
+    assert states.pop("check_for_new_data") == "success"
+    assert set(states.values()) == {"skipped"}, states
+    assert storage.find("") == files
+
+
+def test_update_dag_after_the_nightly_on_local_storage(airflow_home, movielens, tmp_path):
+    store = tmp_path / "store"
+    storage = Storage(str(store))
+    replay(storage, movielens, "movielens", "2018-09-24")
+    ok, out = dags_test(airflow_home, DATE, RECSYS_STORAGE_URL=str(store))
+    assert ok, out[-4000:]
+    run_update_flow(airflow_home, storage, movielens, RECSYS_STORAGE_URL=str(store))
+
+
+@pytest.mark.s3
+def test_update_dag_after_the_nightly_on_s3(airflow_home, movielens, s3_server):
+    url = "s3://recsys-test/e2e-update"
+    conn = {
+        "conn_type": "aws",
+        "login": s3_server["key"],
+        "password": s3_server["secret"],
+        "extra": {"endpoint_url": s3_server["endpoint"], "region_name": "us-east-1"},
+    }
+    options = {
+        "key": s3_server["key"],
+        "secret": s3_server["secret"],
+        "client_kwargs": {"endpoint_url": s3_server["endpoint"], "region_name": "us-east-1"},
+    }
+    env = {
+        "RECSYS_STORAGE_URL": url,
+        "RECSYS_STORAGE_CONN_ID": "recsys_s3",
+        "AIRFLOW_CONN_RECSYS_S3": json.dumps(conn),
+    }
+    storage = Storage(url, options)
+    replay(storage, movielens, "movielens", "2018-09-24")
+    ok, out = dags_test(airflow_home, DATE, {"recipe": "popularity-count"}, **env)
+    assert ok, out[-4000:]
+    run_update_flow(airflow_home, storage, movielens, **env)

@@ -159,3 +159,32 @@ def test_weighted_mean_keeps_the_neighbours_norm():
     np.testing.assert_allclose(weighted_mean(vectors, idx, w, False), [[1.0, 1.0]])
     kept = weighted_mean(vectors, idx, w, True)
     np.testing.assert_allclose(np.linalg.norm(kept), 2.0, rtol=1e-6)
+
+
+def test_bias_offset_and_popularity_bias(trained):
+    """Same metadata, same neighbours: the bias differs only by what the options say."""
+    import copy
+
+    _, up = trained
+    twins = pd.DataFrame({"ITEM_ID": ["a", "b"], "GENRES": ["g3", "g3"], "PRICE": np.nan})
+    ids = twins["ITEM_ID"].to_numpy()
+    counts = np.array([0, 50])
+
+    def biases(**options):
+        rec = copy.deepcopy(up)
+        rec.add_items(ids, twins, NewItemOptions(k=5, **options), counts=counts)
+        return rec.model.item_bias.detach().numpy()[-2:].astype(np.float64)
+
+    plain = biases(popularity_bias=False)
+    assert plain[0] == pytest.approx(plain[1])  # counts unused without popularity_bias
+    np.testing.assert_allclose(
+        biases(popularity_bias=False, bias_offset=-1.5), plain - 1.5, atol=1e-5
+    )
+    popular = biases(popularity_bias=True)
+    # b = mean(b_j - log p_j) + log((count + 1) / N): 50 interactions vs none is log 51
+    assert popular[1] - popular[0] == pytest.approx(np.log(51.0), abs=1e-4)
+    assert not np.allclose(popular, plain)
+    shifted = biases(popularity_bias=True, bias_offset=2.0)
+    np.testing.assert_allclose(shifted, popular + 2.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="bias_offset"):
+        NewItemOptions(bias_offset=float("nan"))
