@@ -51,3 +51,18 @@ def write_json(path: str | None, name: str, payload: Any) -> None:
     out = {"benchmark": name, "machine": machine(), "load": os.getloadavg()[0], **payload}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(out, indent=1, default=float))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: VmHWM, the high-water mark of its own
+    address space. Not ``ru_maxrss``: after fork + exec that keeps the parent's peak, so a
+    child of a big process (pytest, a benchmark driver) would report its parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -5,7 +5,7 @@
 
 For each size N (items): N items, N users and ``per-user × N`` interactions with impressions,
 from the synthetic source. Each stage runs in a fresh subprocess, so its peak RSS
-(``ru_maxrss``) is its own; "before" is the RSS once its libraries are imported:
+(VmHWM) is its own; "before" is the RSS once its libraries are imported:
 
 * **generate**: ``write_synthetic`` streams items.csv, users.csv, interactions.csv to disk.
 * **import**: a FULL import of the three files (checksum, parse, row rules, dedupe, upsert,
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,9 @@ def parse_size(text: str) -> int:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from benchmarks.common import peak_rss_mib
+
+    return peak_rss_mib()
 
 
 def worker(kind: str, args: list[str]) -> dict:
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
     lines = [
         f"Data: synthetic, N items = N users, {args.per_user} interactions per user (with "
         "IMPRESSION slates of 3–8 items), items with GENRES/PRICE/CREATION_TIMESTAMP/TITLE. "
-        "Peak = the subprocess's ru_maxrss; before = after its imports.",
+        "Peak = the subprocess's VmHWM; before = after its imports.",
         "",
         "| items = users | interactions | CSV MiB | generate s | generate peak MiB | "
         "import s | import peak MiB | load s | load peak MiB | before (gen/imp/load) |",

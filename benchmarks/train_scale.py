@@ -6,7 +6,7 @@ For each size N: a synthetic catalogue of N items with metadata (genres, price, 
 users and 10·N interactions (``recsys.data.sources.synthetic``), trained with the recipe's
 own switch between full softmax (N ≤ ``full_softmax_max_items``) and sampled softmax with
 logQ correction above it, under a time budget. Each size runs in its own process so its
-peak memory (ru_maxrss) is its own. Reports training targets per second, the time a full
+peak memory (VmHWM) is its own. Reports training targets per second, the time a full
 epoch takes at that rate, validation NDCG@10 reached in the budget, and peak memory.
 ``--modes full,sampled`` forces both losses at every size (to place the switch). A size may
 also be a shape ``USERSxITEMSxINTERACTIONS``: ``6040x3706x1000209`` is MovieLens-1M's, for the
@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
-from benchmarks.common import REPO, record, write_json
+from benchmarks.common import REPO, peak_rss_mib, record, write_json
 
 HP = {
     "hidden_dimension": 64,
@@ -48,7 +47,7 @@ def parse_size(text: str) -> int:
 
 
 def rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+    return peak_rss_mib() / 1024
 
 
 def shape(text: str) -> tuple[int, int, int]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import machine, write_json
+from benchmarks.common import machine, peak_rss_mib, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE,IMPRESSION\n"
@@ -76,7 +75,7 @@ def generate(path: Path, rows: int, bad_fraction: float, seed: int = 0) -> int:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mib()
 
 
 def worker_stream(path: str, block_mb: int) -> dict:
