@@ -115,11 +115,12 @@ def messy(n: int) -> pd.DataFrame:
 def test_batches_give_the_whole_frame_report(local_storage, group, monkeypatch):
     frame = messy(3500)
     sid = snapshot_with(local_storage, group, frame)
+    filters = {"event_types": ("click",), "event_value_threshold": 1.0}
 
     monkeypatch.setattr(checks_module, "BATCH_ROWS", 10**9)
-    whole_report, whole_gx = validate(local_storage, group, sid, event_types=("click",))
+    whole_report, whole_gx = validate(local_storage, group, sid, **filters)
     monkeypatch.setattr(checks_module, "BATCH_ROWS", 1000)
-    report, gx = validate(local_storage, group, sid, event_types=("click",))
+    report, gx = validate(local_storage, group, sid, **filters)
 
     assert whole_gx["interactions"]["meta"]["recsys_batches"]["batches"] == 1
     assert gx["interactions"]["meta"]["recsys_batches"] == {"batches": 4, "batch_rows": 1000}
@@ -133,7 +134,7 @@ def test_batches_give_the_whole_frame_report(local_storage, group, monkeypatch):
     items = local_storage.read_parquet(f"{snapshot_prefix('synthetic', sid)}/items.parquet")
     frames = {"interactions": frame, "items": items}
     old_checks, old_gx = run_suites(group, frames)
-    old_checks += check_frames(group, frames, ("click",))
+    old_checks += check_frames(group, frames, ("click",), 1.0)
     assert comparable(gx) == comparable(old_gx)
     stored = [c for c in report["checks"] if "rejected_rows" not in c["check"]]
     stored = [c for c in stored if not c["check"].endswith(".duplicates")]
@@ -211,7 +212,6 @@ def test_minimum_data_sums_a_users_rows_across_batches(local_storage, group, mon
     # two rows in one batch; the check must still count 40 per user.
     sid = snapshot_with(local_storage, group, interactions(1200, n_users=30))
     monkeypatch.setattr(checks_module, "BATCH_ROWS", 25)
-    monkeypatch.setattr(checks_module.InteractionChecks, "COMBINE_ENTRIES", 50)
     report = validate_snapshot(local_storage, group, sid)
     minimum = next(c for c in report["checks"] if c["check"] == "interactions.minimum_data")
     assert minimum["passed"] and minimum["users_with_2"] == 30
