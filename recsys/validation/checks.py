@@ -6,8 +6,11 @@ reported with its count and lets the run go on.
 
 The report goes to ``validation.json`` beside the snapshot (one entry per check and a summary),
 with great-expectations' own result in ``gx_result.json``; the task log gets one line per check.
-Only a passing snapshot moves the dataset group's ``current.json`` pointer, so a failed import
-never becomes the base of the next INCREMENTAL import and never reaches training.
+The interactions are read, validated by great-expectations and checked ``BATCH_ROWS`` rows at a
+time, and the results added up (one per expectation and per check, as for one whole frame);
+items and users are read whole. Only a passing snapshot moves the dataset group's
+``current.json`` pointer, so a failed import never becomes the base of the next INCREMENTAL
+import and never reaches training.
 """
 
 from __future__ import annotations
@@ -349,6 +352,7 @@ def validate_snapshot(
         gx[INTER] = result if INTER not in gx else merge_results(gx[INTER], result)
         inter.add(batch)
         batches += 1
+    # (GX's meta, e.g. its batch_markers, is the first batch's.)
     gx[INTER].meta["recsys_batches"] = {"batches": batches, "batch_rows": BATCH_ROWS}
     gx = {t: gx[t] for t in dtypes}
     gx_checks, gx_results = suite_checks(gx)
