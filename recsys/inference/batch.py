@@ -121,7 +121,9 @@ def plan_batch(
         n_rows = len(_input_lines(body))
     else:
         input_sha = None
-        n_rows = Dataset.load(storage, version["dataset_group"], snapshot_id).n_users
+        n_rows = Dataset.load(
+            storage, version["dataset_group"], snapshot_id, exclude_columns=("IMPRESSION",)
+        ).n_users
     shards = max(1, min(int(shards), max(n_rows, 1)))
     serving = {**cfg.serving_config(), "num_results": num, "filter": expression or None}
     batch_id = stamped_id(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from recsys.data.dataset import Dataset
 from recsys.inference.exploration import IMPRESSION_SCALE, exploration_for, item_exploration_scores
@@ -62,3 +63,20 @@ def test_at_most_max_explored_items_the_best_ones(monkeypatch):
     ids = np.array(["a", "b", "c", "d"], dtype=object)
     idx, _ = item_exploration_scores(ids, Dataset(inter, items), NOW, 30)
     assert ids[idx].tolist() == ["b", "d"]  # the two youngest (tie: catalogue order)
+
+
+@pytest.mark.parametrize("dtype", [object, "string[pyarrow]"])
+def test_impression_counts_match_an_explode_and_work_in_slices(dtype, monkeypatch):
+    import recsys.inference.exploration as ex
+
+    slates = ["a|b|c", None, "", "b|zz", "c|c|a", "b", "a|b|c"]
+    column = pd.Series(slates, dtype=dtype)
+    index = pd.Index(["a", "b", "c", "d"])
+    exploded = pd.Series(slates, dtype=object).dropna().str.split("|").explode()
+    exploded = exploded[exploded != ""]
+    pos = index.get_indexer(exploded)
+    expected = np.bincount(pos[pos >= 0], minlength=len(index)).astype(float)
+    assert expected.tolist() == [3.0, 4.0, 4.0, 0.0]  # unknown "zz" and empty slates ignored
+    np.testing.assert_array_equal(ex.impression_counts(column, index), expected)
+    monkeypatch.setattr(ex, "IMPRESSION_ROWS", 2)  # several slices add up the same
+    np.testing.assert_array_equal(ex.impression_counts(column, index), expected)
