@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.pipeline import machine
+from benchmarks.common import machine, write_json
 from benchmarks.quality import UP_DEFAULTS
 from recsys.data.dataset import Dataset
 from recsys.data.sources.movielens import load_movielens
@@ -495,6 +495,9 @@ def speed(args) -> list[str]:
             save_s = time.perf_counter() - t
         assert report["added"] == n_new
         lines.append(f"| {m_items:,} | {n_new:,} | {add_s:.2f} | {save_s:.2f} |")
+        args.speed_rows.append(
+            {"model_items": m_items, "new_items": n_new, "seconds": add_s, "save_s": save_s}
+        )
         print(lines[-1], flush=True)
     return lines
 
@@ -519,7 +522,9 @@ def main(argv=None) -> int:
     p.add_argument("--train-only", action="store_true", help="only fill the --cache")
     p.add_argument("--cache", default=None, help="directory to save/reuse trained models")
     p.add_argument("--record", action="store_true")
+    p.add_argument("--json", help="also write the speed results here (for the plots)")
     args = p.parse_args(argv)
+    args.speed_rows = []
     os.environ.setdefault("RECSYS_PROGRESS", "0")
     text = []
     if not args.skip_quality:
@@ -529,6 +534,7 @@ def main(argv=None) -> int:
         text += speed(args)
     out = "\n".join(text)
     print(out)
+    write_json(args.json, "cold_items", {"speed": args.speed_rows})
     if args.record:
         cmd = "python -m benchmarks.cold_items " + " ".join(sys.argv[1:])
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -70,3 +70,10 @@ def test_suite_refuses_an_unknown_benchmark():
     )
     assert out.returncode == 2 and "unknown benchmark(s) ['nope']" in out.stderr
     assert set(suite.PLAN) >= {"batch", "train_scale", "quality", "pipeline", "profile_dag"}
+
+
+@pytest.mark.parametrize("name", sorted(suite.PLAN))
+def test_every_suite_benchmark_takes_the_suites_arguments(name):
+    """make bench passes --json (and --record) to each: a benchmark without them would fail."""
+    help_text = run(f"benchmarks.{name}", "--help")
+    assert "--json" in help_text and "--record" in help_text
