@@ -219,19 +219,11 @@ def main(argv=None) -> int:
             },
         )
     if args.record:
-        from benchmarks.pipeline import machine  # imports the whole pipeline: not in workers
+        from benchmarks.common import record
 
         skip = {"--note", args.note, "--workdir", args.workdir}
-        cmd = "python -m benchmarks.scale_data " + " ".join(
-            a for a in sys.argv[1:] if a not in skip
-        )
-        stamp = time.strftime("%Y-%m-%d", time.gmtime())
-        note = f"  \n{args.note}" if args.note else ""
-        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(
-                f"\n### Scale: streaming data path, {stamp}\n\nCommand: `{cmd}`  \n"
-                f"Machine: {machine()}{note}\n\n{text}\n"
-            )
+        argv_kept = [a for a in (sys.argv[1:] if argv is None else argv) if a not in skip]
+        record("Scale: streaming data path", "benchmarks.scale_data", argv_kept, text, args.note)
     return 0
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import machine, peak_rss_mib, write_json
+from benchmarks.common import peak_rss_mib, record, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE,IMPRESSION\n"
@@ -213,16 +213,9 @@ def main(argv=None) -> int:
     print(text)
     write_json(args.json, "validation", {"rows": args.rows, "stream": stream, "import": imp})
     if args.record:
-        cmd = "python -m benchmarks.validation " + " ".join(
-            a for a in sys.argv[1:] if a != "--note" and a != args.note
-        )
-        stamp = time.strftime("%Y-%m-%d", time.gmtime())
-        note = f"  \n{args.note}" if args.note else ""
-        with open(REPO / "docs" / "BENCHMARKS.md", "a", encoding="utf-8") as f:
-            f.write(
-                f"\n### Validation throughput, {stamp}\n\nCommand: `{cmd}`  \n"
-                f"Machine: {machine()}{note}\n\n{text}\n"
-            )
+        skip = {"--note", args.note}
+        argv_kept = [a for a in (sys.argv[1:] if argv is None else argv) if a not in skip]
+        record("Validation throughput", "benchmarks.validation", argv_kept, text, args.note)
     return 0
 
 
