@@ -95,7 +95,7 @@ def test_sampled_training_with_metadata_runs_and_is_deterministic():
 
 
 def test_time_budget_stops_inside_an_epoch():
-    data = cycle_data(n_users=400, length=12)
+    data = cycle_data(n_users=4000, length=12)  # 2,000 steps of batch 2: far over 0.5 s
     hp = {**SMALL, "batch_size": 2, "max_training_minutes": 0.5 / 60, "validation_users": 20}
     rec = UserPersonalization(**hp).fit(data, TrainingOptions(seed=0))
     per_epoch = sum(len(h) - 1 for h in data.user_histories())
