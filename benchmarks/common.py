@@ -16,15 +16,23 @@ DOC = REPO / "docs" / "BENCHMARKS.md"
 
 
 def machine() -> str:
+    """CPU model, cores, the bf16 matmul support that decides ``precision: auto``, Python."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (
+                platform.processor() or platform.machine()
+            ):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    isa = f"bf16 via {'+'.join(bf16)}" if bf16 else "no bf16 matmul flags: fp32"
+    return f"{cpu}, {os.cpu_count()} cores ({isa}), Python {platform.python_version()}"
 
 
 def load() -> str:

@@ -1,6 +1,6 @@
 """Nightly pipeline benchmark: wall time of each stage and the metrics, on a MovieLens directory.
 
-    python -m benchmarks.pipeline --data-dir data/ml-latest-small [--storage DIR] [--record]
+    python -m benchmarks.pipeline --data-dir data/ml-latest-small [--storage DIR] [--hp JSON] [--record]
 
 Replays the data set as landing drops into a fresh storage root (a temp dir unless --storage),
 runs import → validate → train → evaluate → deploy → batch in-process (no Airflow: its own
@@ -11,6 +11,7 @@ appends it with the command and machine to docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -28,7 +29,11 @@ from recsys.storage import Storage
 
 
 def run(
-    data_dir: str, storage_url: str | None, campaign: str = "movielens", recipe: str | None = None
+    data_dir: str,
+    storage_url: str | None,
+    campaign: str = "movielens",
+    recipe: str | None = None,
+    hyperparameters: dict | None = None,
 ) -> tuple[list[tuple[str, float, str]], dict]:
     root = storage_url or tempfile.mkdtemp(prefix="recsys-bench-")
     storage = Storage(root)
@@ -56,7 +61,8 @@ def run(
         lambda r: f"{r['rows']['interactions']:,} interactions",
     )
     solution = CampaignConfig.load(campaign).solution
-    overrides = {"recipe": recipe} if recipe else None
+    overrides = {"recipe": recipe, "hyperparameters": hyperparameters or {}}
+    overrides = {k: v for k, v in overrides.items() if v} or None
     stage("validate", lambda: pipeline.validate("movielens", imp["snapshot_id"], solution, storage))
     ver = stage(
         "train",
@@ -98,11 +104,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=str(REPO / "data" / "ml-latest-small"))
     parser.add_argument("--storage", help="storage root (default: a new temp dir)")
     parser.add_argument("--recipe", help="override the campaign solution's recipe")
+    parser.add_argument(
+        "--hp", type=json.loads, default={}, help="hyperparameter overrides (JSON) for the solution"
+    )
     parser.add_argument("--record", action="store_true", help="append to docs/BENCHMARKS.md")
     parser.add_argument("--json", help="also write the results here (for the plots)")
     args = parser.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
-    rows, metrics = run(args.data_dir, args.storage, recipe=args.recipe)
+    rows, metrics = run(args.data_dir, args.storage, recipe=args.recipe, hyperparameters=args.hp)
     text = table(rows, metrics, args.data_dir)
     print(text)
     write_json(

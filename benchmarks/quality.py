@@ -82,8 +82,12 @@ def main(argv=None) -> int:
     p.add_argument("--format", default=None, help="latest | 1m | 100k (default: detect)")
     p.add_argument("--models", default="popularity-count,sims,ease,user-personalization")
     p.add_argument("--hp", type=json.loads, default={}, help="user-personalization overrides")
-    p.add_argument("--budget-min", type=float, default=10.0, help="user-personalization cap")
-    p.add_argument("--checkpoints", default="2,4,8", help="minutes at which to report test NDCG")
+    # the curve issue 8 asks for: NDCG@10 after 5, 10, 20, 40 minutes (early stopping on the
+    # validation item ends small data sets sooner; later marks are then not reached)
+    p.add_argument("--budget-min", type=float, default=40.0, help="user-personalization cap")
+    p.add_argument(
+        "--checkpoints", default="5,10,20,40", help="minutes at which to report test NDCG"
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--record", action="store_true")
     p.add_argument("--json", help="also write the results here (for the plots)")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -33,7 +34,9 @@ class TrainingOptions:
     """How to train (not what): seed for determinism, device for torch recipes."""
 
     seed: int = 42
-    device: str = "cpu"
+    #: torch recipes: ``auto`` (a CUDA GPU where torch sees one, else the CPU), ``cpu``,
+    #: ``cuda`` or ``cuda:N``; the environment's ``RECSYS_DEVICE`` sets the default
+    device: str = field(default_factory=lambda: os.environ.get("RECSYS_DEVICE", "auto"))
     #: Stop training after this many seconds (iterative recipes; None = no limit).
     time_budget_s: float | None = None
     #: Called after every epoch as ``on_epoch(recipe, epoch, elapsed_s)`` (benchmarks use it

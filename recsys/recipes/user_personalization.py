@@ -12,7 +12,8 @@
   sampler over smoothed unigram popularity and the logQ correction.
 * Why a transformer, not the GRU of HRNN: on the leave-one-out protocol the published SASRec
   with full cross-entropy beats GRU4Rec (BENCHMARKS.md), and its matmuls map onto AMX-bf16.
-* Training: AdamW, bf16 autocast on CPUs with AMX/AVX-512-bf16 (``precision``), early stopping
+* Training: AdamW, bf16 autocast on CPUs with AMX/AVX-512-bf16 (``precision``), the full
+  softmax fused and chunked (``losses.py``), fast dropout masks, early stopping
   on the NDCG@10 of each training user's last item, a time budget, deterministic per seed.
 """
 
@@ -52,12 +53,31 @@ SCORE_ELEMENTS = 1 << 25
 log = get_logger(__name__)
 
 
-def bf16_supported() -> bool:
+def bf16_supported(device: torch.device | None = None) -> bool:
+    """bf16 matmuls that pay: AMX / AVX-512-bf16 on a CPU, bf16 support on a GPU."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
     return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA GPU where torch sees one, else the CPU; or a torch device
+    name (``cpu``, ``cuda``, ``cuda:1``), refused with a clear error when it is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"user-personalization: unknown device {name!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"user-personalization: device {name!r} asked for, but torch sees no GPU")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"user-personalization: device {name!r} is not supported (cpu, cuda)")
+    return device
 
 
 class FastDropout(nn.Module):
@@ -79,6 +99,8 @@ class FastDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.threshold == 0:
             return x
+        if x.device.type != "cpu":  # a GPU's own generator is fast; this is a CPU fix
+            return F.dropout(x, self.threshold / 256, True)
         keep = torch.from_numpy(self.rng.integers(0, 256, size=x.shape, dtype=np.uint8))
         return x * (keep >= self.threshold).to(x.dtype) * self.scale
 
@@ -162,7 +184,7 @@ class SequenceModel(nn.Module):
         bag_offsets = torch.cumsum(lengths, 0) - lengths
         # token positions of the selected bags, concatenated
         pos = torch.repeat_interleave(starts - bag_offsets, lengths) + torch.arange(
-            int(lengths.sum()), dtype=starts.dtype
+            int(lengths.sum()), dtype=starts.dtype, device=starts.device
         )
         f = F.embedding_bag(
             self.f_tokens[pos], self.meta_bag.weight, bag_offsets, mode="mean", sparse=sparse
@@ -273,6 +295,9 @@ class UserPersonalization(Recipe):
         self.step_seconds = 0.0  # time in training epochs (batching + steps), no validation
         self.validation_seconds = 0.0  # time in early-stopping checks
         self._z_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
+        #: where the model lives: the training device during fit, the CPU otherwise (artifacts,
+        #: batch inference and the 2-hourly update all work on CPU copies)
+        self._device = torch.device("cpu")
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -281,10 +306,10 @@ class UserPersonalization(Recipe):
 
     def _use_bf16(self) -> bool:
         p = self.hyperparameters["precision"]
-        return p == "bf16" or (p == "auto" and bf16_supported())
+        return p == "bf16" or (p == "auto" and bf16_supported(self._device))
 
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._use_bf16())
+        return torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._use_bf16())
 
     def _build(self, n_items: int, features: ItemFeatures | None) -> SequenceModel:
         hp = self.hyperparameters
@@ -308,7 +333,7 @@ class UserPersonalization(Recipe):
             s = s[s >= 0]
             if len(s):
                 out[r, L - len(s) :] = s + 1
-        return torch.from_numpy(out)
+        return torch.from_numpy(out).to(self._device)
 
     # -- training ------------------------------------------------------------------------
     def fit(self, data: Dataset, options: TrainingOptions) -> UserPersonalization:
@@ -336,7 +361,15 @@ class UserPersonalization(Recipe):
         if hp["max_training_minutes"]:
             budget = min(budget or math.inf, 60.0 * float(hp["max_training_minutes"]))
         epochs = int(hp["update_epochs"] if previous is not None else hp["epochs"])
-        self._train(train_seqs, val_users, histories, counts, epochs, budget, options, rng)
+        self._device = resolve_device(options.device)
+        self.model.to(self._device)
+        log.info("training", device=str(self._device), bf16=self._use_bf16())
+        try:
+            self._train(train_seqs, val_users, histories, counts, epochs, budget, options, rng)
+        finally:
+            self.model.to("cpu")
+            self._device = torch.device("cpu")
+            self._z_cache = None
         return self
 
     def _event_weights(self, data: Dataset) -> np.ndarray | None:
@@ -415,7 +448,8 @@ class UserPersonalization(Recipe):
             x[r, L - k :] = xi + 1
             y[r, L - k :] = yi + 1
             w[r, L - k :] = wi
-        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w)
+        dev = self._device
+        return torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev), torch.from_numpy(w).to(dev)
 
     def _optimizers(self, sampled: bool) -> list[torch.optim.Optimizer]:
         """AdamW over everything; in sampled mode the catalogue-sized tables get sparse
@@ -445,7 +479,7 @@ class UserPersonalization(Recipe):
             q = (counts + 1.0) ** 0.75
             q = q / q.sum()
             sampler = AliasSampler(q, seed=options.seed)
-            log_q = torch.as_tensor(np.log(q), dtype=torch.float32)
+            log_q = torch.as_tensor(np.log(q), dtype=torch.float32, device=self._device)
         best, best_state, bad = -1.0, None, 0
         started = time.perf_counter()
         bs = int(hp["batch_size"])
@@ -458,7 +492,9 @@ class UserPersonalization(Recipe):
                 x, y, w = self._batch(batch)
                 with self._autocast():
                     if sampled:
-                        neg = torch.as_tensor(sampler.sample(int(hp["num_negatives"]))) + 1
+                        neg = torch.as_tensor(
+                            sampler.sample(int(hp["num_negatives"])) + 1, device=self._device
+                        )
                         # only the rows this batch touches: padding (0), inputs, targets, negatives
                         codes = torch.unique(torch.cat([x.new_zeros(1), x.ravel(), y.ravel(), neg]))
                         z = model.item_vectors(codes, sparse=True)
@@ -596,7 +632,7 @@ class UserPersonalization(Recipe):
             z = model.item_vectors() if z is None else z
             for b in range(0, len(histories), 512):
                 x = self._pad_last(histories[b : b + 512])
-                out[b : b + len(x)] = model.encode(x, z)[:, -1].float().numpy()
+                out[b : b + len(x)] = model.encode(x, z)[:, -1].float().cpu().numpy()
         return out
 
     @torch.no_grad()
@@ -610,7 +646,7 @@ class UserPersonalization(Recipe):
             for b in range(0, len(histories), 512):
                 x = self._pad_last(histories[b : b + 512])
                 h = model.encode(x, z)[:, -1]
-                out[b : b + len(x)] = (h @ z[1:].T + model.item_bias).float().numpy()
+                out[b : b + len(x)] = (h @ z[1:].T + model.item_bias).float().cpu().numpy()
         return out
 
     def _item_factors(self) -> tuple[np.ndarray, np.ndarray]:
