@@ -273,9 +273,10 @@ class UserPersonalization(Recipe):
         "patience": 8,
         "validation_users": 2000,
         "use_metadata": True,
-        # full softmax up to here, sampled above: on CPU sampled is 4x faster at 10k items and as
-        # good per unit of time at 3.6k (docs/BENCHMARKS.md, "where full softmax stops paying")
-        "full_softmax_max_items": 5_000,
+        # full softmax up to here, sampled above: with the fused loss, full and sampled (2,048
+        # negatives) train at about the same speed and quality at 10k items, sampled is 3x
+        # faster and better at 20k (docs/BENCHMARKS.md, "where full softmax stops paying, again")
+        "full_softmax_max_items": 10_000,
         "num_negatives": 2048,
         "event_type_weights": {},
         "precision": "auto",  # "bf16", "fp32" or "auto" (bf16 where the CPU has it)
