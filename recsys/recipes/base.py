@@ -39,7 +39,8 @@ class TrainingOptions:
     device: str = field(default_factory=lambda: os.environ.get("RECSYS_DEVICE", "auto"))
     #: Stop training after this many seconds (iterative recipes; None = no limit).
     time_budget_s: float | None = None
-    #: Called after every epoch as ``on_epoch(recipe, epoch, elapsed_s)`` (benchmarks use it
+    #: Called after every epoch as ``on_epoch(recipe, epoch, elapsed_s)``; ``elapsed_s`` and the
+    #: time budget leave out the time spent in these calls (benchmarks use it
     #: to measure quality against training time); iterative recipes only.
     on_epoch: Callable[[Recipe, int, float], None] | None = None
     #: Warm start (trainingMode UPDATE): the previous solution version's model, if any.

@@ -4,6 +4,8 @@ mid-epoch on a time budget, and scores through item factors that batch inference
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -144,3 +146,20 @@ def test_validation_in_blocks_matches_one_block(n_val, monkeypatch):
     one = rec._validate(users, hist)
     monkeypatch.setattr(up, "SCORE_ELEMENTS", 40 * 7)  # 7 users per block
     assert rec._validate(users, hist) == pytest.approx(one)
+
+
+def test_epoch_callback_time_is_off_the_training_clock():
+    """A benchmark's per-epoch test evaluation must not eat the training budget."""
+    data = cycle_data(n_users=20, length=6)
+    seen: list[float] = []
+
+    def slow_callback(recipe, epoch, elapsed):
+        seen.append(elapsed)
+        time.sleep(0.05)
+
+    hp = {**SMALL, "epochs": 10_000, "patience": 10_000, "validation_users": 5}
+    UserPersonalization(**hp).fit(
+        data, TrainingOptions(seed=0, time_budget_s=0.3, on_epoch=slow_callback)
+    )
+    assert len(seen) * 0.05 > 0.6  # the callbacks alone outlast the budget twice over
+    assert seen == sorted(seen) and seen[-1] < 0.3 + 0.25  # yet the clock saw only training
