@@ -77,3 +77,22 @@ def test_every_suite_benchmark_takes_the_suites_arguments(name):
     """make bench passes --json (and --record) to each: a benchmark without them would fail."""
     help_text = run(f"benchmarks.{name}", "--help")
     assert "--json" in help_text and "--record" in help_text
+
+
+def test_personalize_protocol_per_user_ndcg_averages_to_the_nightly_metric():
+    """The paired benchmark's per-user NDCG@10 is the nightly's metric before averaging."""
+    import numpy as np
+
+    from benchmarks.personalize_protocol import ndcg10_per_user
+    from recsys.evaluation.metrics import evaluate_recommendations
+
+    rng = np.random.default_rng(3)
+    recs = np.stack([rng.permutation(60)[:25] for _ in range(40)])
+    recs[5, 20:] = -1  # a short list
+    truth = [rng.choice(60, size=rng.integers(1, 15), replace=False) for _ in range(40)]
+    per_user = ndcg10_per_user(recs, truth)
+    expected = evaluate_recommendations(recs, truth, 60)[
+        "normalized_discounted_cumulative_gain_at_10"
+    ]
+    assert per_user.mean() == pytest.approx(expected)
+    assert (per_user >= 0).all() and (per_user <= 1).all() and per_user.max() > 0
