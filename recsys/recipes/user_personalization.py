@@ -640,18 +640,13 @@ class UserPersonalization(Recipe):
         return out
 
     @torch.no_grad()
-    def _scores(self, histories: Sequence[np.ndarray], z: torch.Tensor | None = None) -> np.ndarray:
+    def _scores(self, histories: Sequence[np.ndarray], z: torch.Tensor) -> np.ndarray:
+        """``z_iᵀ h_u + b_i`` (len × n_items) for one validation block, on the model's device."""
         model = self.model
         assert model is not None
-        model.eval()
-        out = np.empty((len(histories), model.n_items), dtype=np.float32)
+        h = torch.from_numpy(self._hidden(histories, z)).to(self._device)
         with self._autocast():
-            z = model.item_vectors() if z is None else z
-            for b in range(0, len(histories), 512):
-                x = self._pad_last(histories[b : b + 512])
-                h = model.encode(x, z)[:, -1]
-                out[b : b + len(x)] = (h @ z[1:].T + model.item_bias).float().cpu().numpy()
-        return out
+            return (h @ z[1:].T + model.item_bias).float().cpu().numpy()
 
     def _item_factors(self) -> tuple[np.ndarray, np.ndarray]:
         """(z[1:] with the cold-start column appended, b), computed once per model."""
