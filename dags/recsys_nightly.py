@@ -11,13 +11,18 @@ date (or the `as_of` param), so a retry, a rerun or a backfill writes only its o
 * *validate*: great-expectations suites built from the schema, declared event types, the
   minimum data to train; warnings (rows quarantined, unknown items) are logged with counts. A
   failure stops the run here: the live campaign and the previous snapshot are untouched.
-* *train* / *evaluate*: a solution version of the campaign's solution, with Personalize's
-  offline metrics (10% of users held out).
+* *train*: one training: the recipe is fitted (early stopping, budget) on today's snapshot
+  minus one holdout (each user's newest 10% of interactions; with a live version, only what
+  users did since it trained), then brought to the whole snapshot; `version.json` says why
+  training stopped and whether validation was still rising.
+* *evaluate*: the new version (challenger), the live version (champion) and popularity-count
+  (baseline) served as the campaign serves, on that one holdout: Personalize's metrics and
+  HR@10, each with n and a 95% bootstrap interval, and paired per-user differences.
 * *deploy*: the promotion gate: the campaign pointer moves to the new version only if
-  validation passed and no gate metric is worse than the live version's beyond the campaign's
-  tolerance (and not for a backfill older than the live version). `deploy` = `force` deploys
-  anyway, `block` never; the decision and the numbers are stored under
-  `campaigns/<campaign>/decisions/` and logged.
+  validation passed, it beats popularity-count and it is not worse than the live version
+  beyond the campaign's tolerance, each by the paired interval (and not for a backfill older
+  than the live version). `deploy` = `force` deploys anyway, `block` never; every number the
+  decision used is stored under `campaigns/<campaign>/decisions/` and logged.
 * *batch*: planned once, then `write_batch_shard` is mapped over `batch_shards` shards of the
   users (each writes its parts), and `finalize_batch` writes the manifest, `_SUCCESS`, then the
   `latest` pointer, and publishes the `recsys_batch_<campaign>` Asset.
@@ -151,6 +156,7 @@ def recsys_nightly():
                 params["training_mode"],
                 overrides,
                 storage=storage(params),
+                campaign=params["campaign"],
             )
 
     @task(pool=TRAIN_POOL, queue=TRAIN_QUEUE)
@@ -159,7 +165,7 @@ def recsys_nightly():
 
         params = get_current_context()["params"]
         with no_retry_on_bad_input():
-            return pipeline.evaluate(version["solution"], version["version_id"], storage(params))
+            return pipeline.evaluate(params["campaign"], version["version_id"], storage(params))
 
     @task
     def deploy_campaign(version: dict, evaluated: dict, validated: dict) -> dict:

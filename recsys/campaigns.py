@@ -5,10 +5,10 @@ the old or the new deployment, never a mix. Every change (deploy, rollback) is a
 read-modify-write under the campaign's storage lock (:mod:`recsys.locks`), so concurrent
 deploys cannot interleave and no history entry is lost.
 
-* :func:`promotion_decision`: the nightly gate: deploy only if validation passed and no gate
-  metric is worse than the live version's by more than the tolerance; ``force``/``block``
-  override it. :func:`promote` applies it and stores the decision under
-  ``campaigns/{campaign}/decisions/``.
+* :func:`promotion_decision`: the nightly gate: deploy only if validation passed, the new
+  version beats popularity-count and is not worse than the live version beyond the tolerance,
+  each judged by a paired per-user interval on one holdout; ``force``/``block`` override it.
+  :func:`promote` applies it and stores the decision under ``campaigns/{campaign}/decisions/``.
 * :func:`deploy`: point the campaign at a version (idempotent: the live version again adds no
   entry); a version from an older logical date than the live one (a backfill) needs ``force``.
 * :func:`rollback`: make an earlier deployment live again, with the serving config it had.
@@ -16,11 +16,15 @@ deploys cannot interleave and no history entry is lost.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
-from recsys.config import CampaignConfig
+from recsys.config import (
+    DEFAULT_GATE_METRICS,
+    DEFAULT_GATE_MIN_USERS,
+    DEFAULT_GATE_TOLERANCE,
+    CampaignConfig,
+)
 from recsys.errors import DataError, NotFoundError
 from recsys.ids import date_stamp, utcnow_iso
 from recsys.locks import storage_lock
@@ -54,59 +58,133 @@ def read_metrics(storage: Storage, solution: str, version_id: str) -> dict[str, 
     return storage.read_json(key)["metrics"] if storage.exists(key) else None
 
 
+def _fmt(d: dict[str, Any]) -> str:
+    return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
 def promotion_decision(
-    new: dict[str, float] | None,
-    live: dict[str, float] | None,
+    evaluation: dict[str, Any] | None,
+    live: dict[str, Any] | None,
     *,
     validation_passed: bool,
     mode: str = "auto",
-    tolerance: float = 0.02,
-    metrics: tuple[str, ...] | list[str] = (),
+    tolerance: float = DEFAULT_GATE_TOLERANCE,
+    metrics: tuple[str, ...] | list[str] = DEFAULT_GATE_METRICS,
+    min_users: int = DEFAULT_GATE_MIN_USERS,
 ) -> dict[str, Any]:
-    """Whether to deploy, why, and the numbers compared.
+    """Whether to deploy, why, and every number the decision used.
 
-    A metric fails when ``new < live - tolerance * |live|`` (higher is better for all of
-    Personalize's metrics); a missing or NaN new value fails. ``force`` deploys whatever the
-    metrics say (not over a failed validation); ``block`` never deploys.
+    ``evaluation`` is the version's ``metrics.json`` (:mod:`recsys.evaluation.run`: challenger,
+    champion and baseline served on one holdout, with paired per-user 95% intervals);
+    ``live`` the campaign's live entry (None: first deployment). In ``auto`` mode, on every
+    gate metric:
+
+    * **baseline**: the interval of challenger − popularity-count lies above 0 (a
+      popularity-count challenger *is* the baseline: the condition does not apply);
+    * **champion** (when something is live): the interval of challenger − champion stays
+      above ``-tolerance × champion`` (non-inferiority: evidence that it is not worse by more
+      than the tolerance; equal rankings give a 0 difference and pass);
+    * the holdout has at least ``min_users`` users (fewer is no evidence).
+
+    ``force`` deploys whatever the numbers say (not over a failed validation); ``block`` never.
     """
     if mode not in GATE_MODES:
         raise DataError(f"deploy mode must be one of {GATE_MODES}, got {mode!r}")
-    comparisons = []
-    for name in metrics:
-        n = (new or {}).get(name)
-        old = (live or {}).get(name)
-        ok = None
-        floor = None
-        if old is not None and not _nan(old):
-            floor = old - tolerance * abs(old)
-            ok = n is not None and not _nan(n) and n >= floor
-        comparisons.append({"metric": name, "new": n, "live": old, "floor": floor, "ok": ok})
-    failed = [c["metric"] for c in comparisons if c["ok"] is False]
+    evaluation = evaluation or {}
+    arms = evaluation.get("arms") or {}
+    pairs = evaluation.get("paired") or {}
+    challenger = arms.get("challenger")
+    champion = arms.get("champion")
+    n = int(challenger["n"]) if challenger else 0
+    checks: list[dict[str, Any]] = []
+    is_baseline = bool(challenger) and challenger.get("recipe") == "popularity-count"
+    if challenger and not is_baseline:
+        for m in metrics:
+            d = pairs.get("challenger_minus_baseline", {}).get(m)
+            checks.append(
+                {
+                    "condition": "beats popularity-count",
+                    "metric": m,
+                    "challenger": challenger["metrics"][m],
+                    "other": arms["baseline"]["metrics"][m],
+                    "difference": d,
+                    "threshold": 0.0,
+                    "ok": d is not None and d["low"] > 0.0,
+                }
+            )
+    champion_matches = (
+        live is not None
+        and champion is not None
+        and (champion.get("version_id"), champion.get("revision"))
+        == (live["version_id"], live.get("revision"))
+    )
+    if champion_matches and challenger:
+        for m in metrics:
+            d = pairs.get("challenger_minus_champion", {}).get(m)
+            floor = -tolerance * abs(champion["metrics"][m]["mean"])
+            checks.append(
+                {
+                    "condition": "not worse than the live version",
+                    "metric": m,
+                    "challenger": challenger["metrics"][m],
+                    "other": champion["metrics"][m],
+                    "difference": d,
+                    "threshold": round(floor, 6),
+                    "ok": d is not None and d["low"] >= floor,
+                }
+            )
+    failed = [c for c in checks if not c["ok"]]
     if mode == "block":
         deploy, reason = False, "blocked by the deploy param"
     elif not validation_passed:
         deploy, reason = False, "validation did not pass"
     elif mode == "force":
         deploy, reason = True, "forced by the deploy param"
-    elif new is None:
-        deploy, reason = False, "the new version has no metrics (not evaluated)"
-    elif live is None:
-        deploy, reason = True, "nothing comparable is live (first deployment or no metrics)"
+    elif not challenger:
+        why = evaluation.get("reason") or "not evaluated"
+        deploy, reason = False, f"no evidence: the new version has no evaluation ({why})"
+    elif n < min_users:
+        since = " that acted since the live version was trained" if live else ""
+        deploy, reason = (
+            False,
+            f"no evidence: the holdout has {n} users{since}, fewer than min_users "
+            f"{min_users}; the deploy param can force it",
+        )
+    elif live is not None and not champion_matches:
+        scored = f"{champion['version_id']}" if champion else "no live version"
+        deploy, reason = (
+            False,
+            f"the evaluation scored {scored}, but {live['version_id']} is live now: "
+            "evaluate again against it, or force",
+        )
     elif failed:
-        deploy, reason = False, f"worse than live beyond tolerance {tolerance}: {failed}"
+        c = failed[0]
+        if c["difference"] is None:
+            deploy, reason = False, f"no paired comparison for {c['metric']}"
+        else:
+            deploy, reason = (
+                False,
+                f"{c['condition']} not shown on {c['metric']}: challenger − other "
+                f"{_fmt(c['difference'])} (n={n}) is not above {c['threshold']:+.4f}",
+            )
     else:
-        deploy, reason = True, f"not worse than live beyond tolerance {tolerance}"
+        parts = [
+            f"{c['condition']} on {c['metric']}: {_fmt(c['difference'])} (n={n})" for c in checks
+        ]
+        if is_baseline:
+            parts.insert(0, "the challenger is popularity-count itself (no baseline test)")
+        if live is None:
+            parts.insert(0, "first deployment")
+        deploy, reason = True, "; ".join(parts)
     return {
         "deploy": deploy,
         "reason": reason,
         "mode": mode,
         "tolerance": tolerance,
-        "comparisons": comparisons,
+        "min_users": min_users,
+        "holdout_users": n,
+        "checks": checks,
     }
-
-
-def _nan(x: Any) -> bool:
-    return isinstance(x, float) and math.isnan(x)
 
 
 def _update(
@@ -178,7 +256,7 @@ def _deploy_change(
             return None
         extra: dict[str, Any] = {"reason": reason, "revision": revision}
         if decision is not None:
-            extra["decision"] = {k: decision[k] for k in ("reason", "mode", "comparisons")}
+            extra["decision"] = {k: decision[k] for k in ("reason", "mode", "checks")}
         entry = _entry(campaign, version, logical_date, **extra)
         outcome.update(deployed=True, live=entry, reason=reason)
         return _with_entry(campaign.name, campaign.solution, state, entry)
@@ -232,35 +310,47 @@ def promote(
     mode: str = "auto",
 ) -> dict[str, Any]:
     """The nightly gate: decide against what is live (under the lock), store the decision
-    under ``campaigns/{campaign}/decisions/``, and deploy when it says so."""
+    under ``campaigns/{campaign}/decisions/`` (write-once: a rerun adds its own record beside
+    the first), and deploy when it says so. A version that is already live is not decided
+    again."""
     version = read_version(storage, campaign.solution, version_id)
-    new = read_metrics(storage, campaign.solution, version_id)
+    key = f"{version_prefix(campaign.solution, version_id)}/metrics.json"
+    evaluation = storage.read_json(key) if storage.exists(key) else None
     outcome: dict[str, Any] = {}
 
     def change(state: dict | None) -> dict | None:
         live = state["live"] if state else None
-        live_metrics = read_metrics(storage, live["solution"], live["version_id"]) if live else None
+        if live and live["version_id"] == version_id:
+            # (a 2-hourly revision of it counts: it extends this very version)
+            outcome.update(deployed=False, live=live, reason="already live")
+            return None
         decision = promotion_decision(
-            new,
-            live_metrics,
+            evaluation,
+            live,
             validation_passed=validation_passed,
             mode=mode,
             tolerance=campaign.promotion_tolerance,
             metrics=campaign.promotion_metrics,
+            min_users=campaign.promotion_min_users,
         )
-        if mode == "auto" and live and live["logical_date"] > logical_date:
+        if mode != "force" and live and live["logical_date"] > logical_date:
             # A backfill never replaces the deployment of a later run (unless forced).
             decision.update(deploy=False, reason="live version is newer")
+        decided_at = utcnow_iso()
         record = {
             "campaign": campaign.name,
             "version_id": version_id,
             "live_version_id": live["version_id"] if live else None,
             "logical_date": logical_date,
-            "decided_at": utcnow_iso(),
+            "decided_at": decided_at,
             **decision,
         }
-        key = f"{decisions_prefix(campaign.name)}/{date_stamp(logical_date)}-{version_id}.json"
-        storage.write_json(key, record)
+        stamp = decided_at.replace("-", "").replace(":", "").replace("+0000", "Z")[:15]
+        key = f"{decisions_prefix(campaign.name)}/{date_stamp(logical_date)}-{version_id}"
+        n = 0
+        while storage.exists(f"{key}-{stamp}{f'-{n}' if n else ''}.json"):
+            n += 1
+        storage.write_json(f"{key}-{stamp}{f'-{n}' if n else ''}.json", record)
         outcome["gate"] = record
         log.info(
             "promotion gate",
@@ -268,7 +358,7 @@ def promote(
             version_id=version_id,
             deploy=decision["deploy"],
             reason=decision["reason"],
-            comparisons=decision["comparisons"],
+            holdout_users=decision["holdout_users"],
         )
         if not decision["deploy"]:
             outcome.update(deployed=False, live=live, reason=decision["reason"])

@@ -60,9 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--hyperparameters", type=json.loads, default=None, help="JSON, e.g. '{\"bptt\": 50}'"
     )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--campaign", help="hold out what users did since this campaign's live version trained"
+    )
 
-    p = sub.add_parser("evaluate", help="compute Personalize's offline metrics for a version")
-    p.add_argument("--solution", required=True)
+    p = sub.add_parser(
+        "evaluate",
+        help="score a version, the campaign's live version and popularity-count as served, "
+        "on the version's holdout, with intervals",
+    )
+    p.add_argument("--campaign", required=True)
     p.add_argument("--version-id", required=True)
 
     p = sub.add_parser("deploy", help="point a campaign at a solution version")
@@ -152,9 +159,10 @@ def run(args: argparse.Namespace) -> Any:
             overrides,
             args.seed,
             storage,
+            campaign=args.campaign,
         )
     if cmd == "evaluate":
-        return pipeline.evaluate(args.solution, args.version_id, storage)
+        return pipeline.evaluate(args.campaign, args.version_id, storage)
     if cmd == "deploy":
         return pipeline.deploy_campaign(
             args.campaign,

@@ -128,12 +128,11 @@ def _merge_overrides(cfg: SolutionConfig, overrides: dict[str, Any]) -> dict[str
     return out
 
 
-#: Metrics the promotion gate compares by default (Personalize's names).
-DEFAULT_GATE_METRICS = (
-    "normalized_discounted_cumulative_gain_at_25",
-    "precision_at_25",
-    "mean_reciprocal_rank_at_25",
-)
+#: Metrics the promotion gate decides on by default (Personalize's names; every one listed
+#: must pass, so each added metric makes a deploy harder).
+DEFAULT_GATE_METRICS = ("normalized_discounted_cumulative_gain_at_10",)
+DEFAULT_GATE_TOLERANCE = 0.05
+DEFAULT_GATE_MIN_USERS = 50
 
 
 @dataclass(frozen=True)
@@ -141,8 +140,11 @@ class CampaignConfig:
     """A campaign: which solution it serves, its serving config and its promotion gate.
 
     ``filter`` (a Personalize filter expression) is parsed when the config is loaded, so a
-    malformed one is refused at creation with its position. ``promotion_tolerance`` is the
-    relative drop of each ``promotion_metrics`` value the gate accepts (0.02 = 2% worse).
+    malformed one is refused at creation with its position. The promotion gate
+    (:func:`recsys.campaigns.promotion_decision`): the challenger must beat popularity-count
+    and its paired interval against the live version must stay above
+    ``-promotion_tolerance`` × the live version's value (0.05 = 5% worse) on every
+    ``promotion_metrics``, on a holdout of at least ``promotion_min_users`` users.
     """
 
     name: str
@@ -152,8 +154,9 @@ class CampaignConfig:
     exploration_item_age_cut_off: float = 30.0
     filter: str | None = None
     exclude_seen: bool = True
-    promotion_tolerance: float = 0.02
+    promotion_tolerance: float = DEFAULT_GATE_TOLERANCE
     promotion_metrics: tuple[str, ...] = DEFAULT_GATE_METRICS
+    promotion_min_users: int = DEFAULT_GATE_MIN_USERS
 
     @classmethod
     def load(cls, name: str) -> CampaignConfig:
@@ -167,8 +170,9 @@ class CampaignConfig:
                 "name": name,
                 "solution": raw["solution"],
                 **cfg,
-                "promotion_tolerance": gate.get("tolerance", 0.02),
+                "promotion_tolerance": gate.get("tolerance", DEFAULT_GATE_TOLERANCE),
                 "promotion_metrics": tuple(gate.get("metrics") or DEFAULT_GATE_METRICS),
+                "promotion_min_users": gate.get("min_users", DEFAULT_GATE_MIN_USERS),
             }
         )
 
@@ -186,9 +190,22 @@ class CampaignConfig:
         cut_off = float(raw.get("exploration_item_age_cut_off", 30.0))
         if cut_off <= 0:
             raise ConfigError(f"campaign {name!r}: exploration_item_age_cut_off must be > 0")
-        tolerance = float(raw.get("promotion_tolerance", 0.02))
+        tolerance = float(raw.get("promotion_tolerance", DEFAULT_GATE_TOLERANCE))
         if not 0.0 <= tolerance < 1.0:
             raise ConfigError(f"campaign {name!r}: promotion tolerance must be in [0, 1)")
+        min_users = int(raw.get("promotion_min_users", DEFAULT_GATE_MIN_USERS))
+        if min_users < 1:
+            raise ConfigError(f"campaign {name!r}: promotion min_users must be >= 1")
+        from recsys.evaluation.metrics import METRIC_NAMES
+
+        gate_metrics = tuple(raw.get("promotion_metrics") or DEFAULT_GATE_METRICS)
+        unknown = [m for m in gate_metrics if m not in (*METRIC_NAMES, "hit_rate_at_10")]
+        if unknown or "coverage" in gate_metrics:
+            raise ConfigError(
+                f"campaign {name!r}: promotion metrics {unknown or ['coverage']} cannot gate "
+                f"(per-user metrics: {[m for m in METRIC_NAMES if m != 'coverage']}, "
+                "hit_rate_at_10)"
+            )
         expression = raw.get("filter") or None
         if expression is not None:
             Filter.parse(expression)  # FilterError (a ConfigError) with the position
@@ -201,7 +218,8 @@ class CampaignConfig:
             filter=expression,
             exclude_seen=bool(raw.get("exclude_seen", True)),
             promotion_tolerance=tolerance,
-            promotion_metrics=tuple(raw.get("promotion_metrics") or DEFAULT_GATE_METRICS),
+            promotion_metrics=gate_metrics,
+            promotion_min_users=min_users,
         )
 
     def serving_config(self) -> dict[str, Any]:

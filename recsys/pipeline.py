@@ -76,19 +76,50 @@ def train(
     overrides: dict[str, Any] | None = None,
     seed: int = 42,
     storage: Storage | None = None,
+    campaign: str | None = None,
 ) -> dict[str, Any]:
+    """Train a version: once, on the training part of the decision holdout, then brought to
+    the whole snapshot. With ``campaign``, its live version is the champion whose training
+    data the holdout leaves out (only what users did since counts as truth)."""
+    from recsys.evaluation.run import champion_of
+
     storage = storage or Storage()
     cfg = SolutionConfig.load(solution, overrides)
+    champion = champion_of(storage, CampaignConfig.load(campaign)) if campaign else None
     version = train_solution_version(
-        storage, cfg, snapshot_id, _iso(logical_date), training_mode, TrainingOptions(seed=seed)
+        storage,
+        cfg,
+        snapshot_id,
+        _iso(logical_date),
+        training_mode,
+        TrainingOptions(seed=seed),
+        champion=champion,
     )
-    return {"solution": solution, "version_id": version["version_id"], "recipe": cfg.recipe}
+    return {
+        "solution": solution,
+        "version_id": version["version_id"],
+        "recipe": cfg.recipe,
+        "training": version.get("training"),
+    }
 
 
-def evaluate(solution: str, version_id: str, storage: Storage | None = None) -> dict[str, Any]:
+def evaluate(campaign: str, version_id: str, storage: Storage | None = None) -> dict[str, Any]:
+    """Challenger (this version), champion (live) and popularity-count served on the
+    version's holdout, with intervals (``metrics.json``)."""
     storage = storage or Storage()
-    result = evaluate_solution_version(storage, solution, version_id)
-    return {"solution": solution, "version_id": version_id, "metrics": result["metrics"]}
+    camp = CampaignConfig.load(campaign)
+    result = evaluate_solution_version(storage, camp, version_id)
+    arms = result.get("arms") or {}
+    return {
+        "solution": camp.solution,
+        "version_id": version_id,
+        "metrics": result["metrics"],
+        "holdout_users": result["holdout"]["users"],
+        "ndcg_at_10": {
+            role: arm["metrics"]["normalized_discounted_cumulative_gain_at_10"]
+            for role, arm in arms.items()
+        },
+    }
 
 
 def deploy_campaign(
@@ -223,18 +254,22 @@ def run_nightly(
     storage: Storage | None = None,
     deploy_mode: str = "auto",
 ) -> dict[str, Any]:
-    """import → validate → train → evaluate → deploy → batch, in one process (no Airflow)."""
+    """import → validate → train → evaluate → deploy → batch, in one process (no Airflow).
+    The batch serves what is live after the gate (the new version only when deployed)."""
     storage = storage or Storage()
     camp = CampaignConfig.load(campaign)
     sol = SolutionConfig.load(camp.solution)
     imp = import_datasets(sol.dataset_group, logical_date, mode, storage)
     val = validate(sol.dataset_group, imp["snapshot_id"], sol.name, storage)
-    ver = train(sol.name, imp["snapshot_id"], logical_date, storage=storage)
-    ev = evaluate(sol.name, ver["version_id"], storage)
+    ver = train(sol.name, imp["snapshot_id"], logical_date, storage=storage, campaign=campaign)
+    ev = evaluate(campaign, ver["version_id"], storage)
     dep = promote_version(
         campaign, ver["version_id"], logical_date, val["passed"], deploy_mode, storage
     )
-    out = batch(campaign, logical_date, version_id=ver["version_id"], storage=storage)
+    own = dep["deployed"] or dep["reason"] in ("already live", "live version is newer")
+    out = batch(
+        campaign, logical_date, version_id=ver["version_id"] if own else None, storage=storage
+    )
     return {"import": imp, "version": ver, "metrics": ev["metrics"], "deploy": dep, "batch": out}
 
 

@@ -2,6 +2,13 @@
 
 ``solutions/{solution}/versions/{version_id}/`` holds the model files, ``version.json`` (written
 last: the version is complete once it exists) and later ``metrics.json`` from evaluation.
+
+One training a night: the recipe is fitted on the training part of the nightly's decision
+holdout (:mod:`recsys.evaluation.holdout`; early stopping and the budget apply there), that
+model is kept under ``evaluated/`` for the evaluation to score, and then the recipe is brought
+to the whole snapshot by :meth:`~recsys.recipes.base.Recipe.refit` (user-personalization
+continues from the best weights for ``final_epochs``; closed-form recipes refit). The served
+model is the refitted one; ``version.json`` records both stops and the holdout it used.
 The version id is ``{logical date}-{digest of snapshot, solution config, mode, code version}``:
 a rerun with the same inputs finds the complete version and does not train again.
 """
@@ -31,6 +38,11 @@ def versions_prefix(solution: str) -> str:
 
 def version_prefix(solution: str, version_id: str) -> str:
     return f"{versions_prefix(solution)}/{version_id}"
+
+
+def evaluated_prefix(solution: str, version_id: str) -> str:
+    """The model fitted on the holdout's training part: what the evaluation scores."""
+    return f"{version_prefix(solution, version_id)}/evaluated"
 
 
 def revision_prefix(solution: str, version_id: str, revision_id: str) -> str:
@@ -77,8 +89,16 @@ def train_solution_version(
     logical_date: str,
     training_mode: str = "FULL",
     options: TrainingOptions | None = None,
+    champion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or reuse) the solution version for this snapshot and logical date."""
+    """Train (or reuse) the solution version for this snapshot and logical date.
+
+    ``champion`` (the live deployment, with its ``cutoff``: the newest TIMESTAMP it trained
+    on) decides the holdout: only what users did after it counts as truth. The version id
+    does not depend on it, so a rerun reuses the complete version with its recorded holdout.
+    """
+    from recsys.evaluation.holdout import data_cutoff, decision_split
+
     options = options or TrainingOptions()
     training_mode = training_mode.upper()
     if training_mode not in TRAINING_MODES:
@@ -103,7 +123,17 @@ def train_solution_version(
             previous, _ = load_model(storage, version_prefix(solution.name, warm_from))
             options = replace(options, previous=previous)
     started = time.perf_counter()
-    recipe.fit(data, options)
+    cutoff = (champion or {}).get("cutoff")
+    train_part, holdout = decision_split(data, cutoff=cutoff, seed=options.seed)
+    if len(holdout.users):
+        recipe.fit(train_part, options)
+        fit_report = recipe.training_report()
+        recipe.save(storage, evaluated_prefix(solution.name, version_id))
+        recipe.refit(data, options)
+        final_report = recipe.training_report()
+    else:  # nothing to hold out: the one fit is on everything, the evaluation will say so
+        recipe.fit(data, options)
+        fit_report = final_report = recipe.training_report()
     seconds = time.perf_counter() - started
     recipe.save(storage, prefix)
     version = {
@@ -121,6 +151,13 @@ def train_solution_version(
         "n_items": int(data.n_items),
         "n_users": int(data.n_users),
         "training_seconds": round(seconds, 3),
+        "training": fit_report,
+        "final_training": final_report if len(holdout.users) else None,
+        "data_cutoff": data_cutoff(data),
+        "holdout": {
+            **holdout.describe(),
+            "champion": {k: v for k, v in (champion or {}).items() if k != "cutoff"} or None,
+        },
         "created_at": utcnow_iso(),
         "code_version": __version__,
     }
@@ -131,5 +168,14 @@ def train_solution_version(
         recipe=solution.recipe,
         interactions=version["training_interactions"],
         seconds=version["training_seconds"],
+        stop_reason=fit_report.get("stop_reason"),
+        still_rising=fit_report.get("validation_still_rising"),
     )
+    if fit_report.get("validation_still_rising"):
+        log.warning(
+            "training stopped while validation was still rising: a larger budget would "
+            "probably pay (max_training_minutes / epochs)",
+            version_id=version_id,
+            stop_reason=fit_report.get("stop_reason"),
+        )
     return version

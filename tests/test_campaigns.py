@@ -6,6 +6,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from recsys import pipeline
@@ -16,50 +17,134 @@ from recsys.inference.batch import latest_key
 from recsys.locks import storage_lock
 from tests.test_pipeline import CAMPAIGN, after, read_batch
 
-METRICS = ("precision_at_25", "normalized_discounted_cumulative_gain_at_25")
-LIVE = {"precision_at_25": 0.10, "normalized_discounted_cumulative_gain_at_25": 0.20}
+NDCG10 = "normalized_discounted_cumulative_gain_at_10"
+METRICS = (NDCG10,)
 
 
-def decide(new, mode="auto", passed=True, live=LIVE):
+def arms(challenger, baseline, champion=None, recipe="user-personalization", live_id="v-live"):
+    """An evaluation as recsys.evaluation.run stores it, from per-user NDCG@10 arrays, with
+    the real bootstrap intervals."""
+    from recsys.evaluation.intervals import bootstrap_counts, intervals, paired
+
+    counts = bootstrap_counts(len(challenger), seed=0)
+    per = {"challenger": challenger, "baseline": baseline}
+    if champion is not None:
+        per["champion"] = champion
+    out = {"arms": {}, "paired": {}}
+    for role, v in per.items():
+        about = {"version_id": live_id, "revision": None} if role == "champion" else {}
+        if role == "challenger":
+            about = {"recipe": recipe}
+        out["arms"][role] = {
+            "n": len(v),
+            "metrics": {NDCG10: intervals({NDCG10: v}, counts)[NDCG10].to_dict()},
+            **about,
+        }
+    for other in ("champion", "baseline"):
+        if other in per:
+            d = paired({NDCG10: challenger}, {NDCG10: per[other]}, counts)[NDCG10]
+            out["paired"][f"challenger_minus_{other}"] = {NDCG10: d.to_dict()}
+    return out
+
+
+LIVE = {"version_id": "v-live", "revision": None}
+
+
+def users(mean, n=400, seed=0):
+    """Per-user NDCG@10-like values: a hit at a random rank for a share ``mean * 2``."""
+    rng = np.random.default_rng(seed)
+    hit = rng.random(n) < mean * 2
+    return np.where(hit, 1.0 / np.log2(rng.integers(2, 12, n)), 0.0) * 0.5 / 0.5
+
+
+def decide(evaluation, mode="auto", passed=True, live=LIVE, min_users=50):
     return promotion_decision(
-        new, live, validation_passed=passed, mode=mode, tolerance=0.05, metrics=METRICS
+        evaluation,
+        live,
+        validation_passed=passed,
+        mode=mode,
+        tolerance=0.05,
+        metrics=METRICS,
+        min_users=min_users,
     )
 
 
 # -- the gate ----------------------------------------------------------------------------------
-def test_gate_better_or_within_tolerance_deploys():
-    better = decide({"precision_at_25": 0.12, "normalized_discounted_cumulative_gain_at_25": 0.2})
-    assert better["deploy"] and "not worse" in better["reason"]
-    # 4% worse on one metric, tolerance 5%: still deploys; the numbers are recorded
-    slightly = decide(
-        {"precision_at_25": 0.096, "normalized_discounted_cumulative_gain_at_25": 0.3}
-    )
-    assert slightly["deploy"]
-    c = slightly["comparisons"][0]
-    assert c == {"metric": "precision_at_25", "new": 0.096, "live": 0.1, "floor": 0.095, "ok": True}
+def test_gate_better_than_both_deploys_with_every_number():
+    pop, live = users(0.03, seed=1), users(0.06, seed=2)
+    better = np.maximum(live, users(0.03, seed=3))  # the live version's hits and more
+    out = decide(arms(better, pop, live))
+    assert out["deploy"], out["reason"]
+    assert [c["condition"] for c in out["checks"]] == [
+        "beats popularity-count",
+        "not worse than the live version",
+    ]
+    for c in out["checks"]:
+        assert c["ok"] and c["difference"]["low"] > 0 and c["difference"]["n"] == 400
+        assert c["challenger"]["mean"] == pytest.approx(better.mean(), abs=1e-6)
+    assert out["checks"][1]["threshold"] == pytest.approx(-0.05 * live.mean(), abs=1e-6)
 
 
-def test_gate_worse_beyond_tolerance_is_refused():
-    worse = decide({"precision_at_25": 0.09, "normalized_discounted_cumulative_gain_at_25": 0.3})
-    assert not worse["deploy"]
-    assert "precision_at_25" in worse["reason"]
-    assert [c["ok"] for c in worse["comparisons"]] == [False, True]
-    nan = decide(
-        {"precision_at_25": float("nan"), "normalized_discounted_cumulative_gain_at_25": 1}
-    )
-    assert not nan["deploy"]
+def test_gate_worse_than_live_is_refused_with_the_interval():
+    pop, live = users(0.02, seed=1), users(0.08, seed=2)
+    worse = np.where(np.arange(400) % 2 == 0, live, 0.0)  # loses half the live version's hits
+    worse = np.maximum(worse, pop)
+    out = decide(arms(worse, pop, live))
+    assert not out["deploy"]
+    assert "not worse than the live version not shown" in out["reason"] and "n=400" in out["reason"]
+    assert [c["ok"] for c in out["checks"]] == [True, False]
 
 
-def test_gate_forced_and_blocked_and_failed_validation():
-    worse = {"precision_at_25": 0.0, "normalized_discounted_cumulative_gain_at_25": 0.0}
+def test_gate_within_the_interval_deploys_and_just_beyond_it_does_not():
+    pop, live = users(0.02, seed=1), users(0.08, seed=2)
+    # the same rankings for all but 4 users, whose hit drops a little lower: a small drop
+    small = live.copy()
+    small[np.flatnonzero(live > 0)[:4]] *= 0.8
+    out = decide(arms(small, pop, live))
+    d = out["checks"][1]["difference"]
+    assert d["mean"] < 0 and d["low"] >= out["checks"][1]["threshold"]
+    assert out["deploy"], out["reason"]
+    # losing a hit for 12% of the live version's hit users: beyond the 5% tolerance
+    big = live.copy()
+    hits = np.flatnonzero(live > 0)
+    big[hits[: len(hits) // 8]] = 0.0
+    out = decide(arms(big, pop, live))
+    assert not out["deploy"] and out["checks"][1]["ok"] is False
+
+
+def test_gate_equal_models_give_a_stable_documented_outcome():
+    pop, live = users(0.02, seed=1), users(0.08, seed=2)
+    same = arms(live.copy(), pop, live)
+    d = same["paired"]["challenger_minus_champion"][NDCG10]
+    assert d["mean"] == d["low"] == d["high"] == 0.0
+    outcomes = {decide(same)["deploy"] for _ in range(3)}
+    assert outcomes == {True}  # equal rankings are not worse: the newer version deploys
+
+
+def test_gate_first_deployment_needs_only_the_baseline():
+    pop = users(0.03, seed=1)
+    assert decide(arms(users(0.08, seed=2), pop), live=None)["deploy"]
+    tie = decide(arms(users(0.03, seed=5), pop), live=None)  # popularity-level: no evidence
+    assert not tie["deploy"] and "beats popularity-count not shown" in tie["reason"]
+    # a popularity-count challenger is the baseline itself: no baseline test to fail
+    own = decide(arms(pop.copy(), pop, recipe="popularity-count"), live=None)
+    assert own["deploy"] and own["checks"] == []
+
+
+def test_gate_forced_blocked_failed_validation_and_no_evidence():
+    pop, live = users(0.02, seed=1), users(0.08, seed=2)
+    worse = arms(pop.copy(), pop, live)
     assert decide(worse, mode="force")["deploy"]
     assert decide(worse, mode="force")["reason"] == "forced by the deploy param"
-    better = {"precision_at_25": 0.9, "normalized_discounted_cumulative_gain_at_25": 0.9}
+    better = arms(np.maximum(live, users(0.05, seed=9)), pop, live)
     assert not decide(better, mode="block")["deploy"]
     assert not decide(better, passed=False)["deploy"]
     assert not decide(better, mode="force", passed=False)["deploy"]
-    assert decide(better, live=None)["deploy"]  # first deployment
     assert not decide(None)["deploy"]  # never evaluated
+    few = decide(arms(live[:20] + 1, pop[:20], live[:20]), min_users=50)
+    assert not few["deploy"] and "20 users" in few["reason"]
+    other = decide(better, live={"version_id": "v-other", "revision": None})
+    assert not other["deploy"] and "v-other" in other["reason"]
     with pytest.raises(Exception, match="deploy mode"):
         decide(better, mode="sometimes")
 
@@ -68,40 +153,65 @@ def _nightly(storage, landed_day):
     return pipeline.run_nightly(CAMPAIGN, after(landed_day), storage=storage)
 
 
-def test_promote_stores_the_decision_and_refuses_a_worse_version(local_storage, landed):
-    first = _nightly(local_storage, landed)
+def test_promote_stores_every_decision_once_and_refuses_a_worse_version(local_storage, landed):
+    first = pipeline.run_nightly(CAMPAIGN, f"{landed}T00:00:00+00:00", storage=local_storage)
     vid = first["version"]["version_id"]
     gate = first["deploy"]["gate"]
     stored = local_storage.read_json(
         f"{decisions_prefix(CAMPAIGN)}/{local_storage.list(decisions_prefix(CAMPAIGN))[0]}"
     )
     assert stored["deploy"] and stored["version_id"] == vid == gate["version_id"]
-    # A second version of the same day, made to look worse than the live one.
+    assert "first deployment" in stored["reason"]
+    # The next day's version: its holdout is what users did since the live version trained.
     ver = pipeline.train(
         "synthetic-popularity",
-        first["import"]["snapshot_id"],
+        pipeline.import_datasets("synthetic", after(landed), storage=local_storage)["snapshot_id"],
         after(landed),
-        seed=7,
         storage=local_storage,
+        campaign=CAMPAIGN,
     )
+    version = local_storage.read_json(
+        f"solutions/synthetic-popularity/versions/{ver['version_id']}/version.json"
+    )
+    assert version["holdout"]["champion"]["version_id"] == vid
+    assert version["holdout"]["cutoff_timestamp"] is not None
+    pipeline.evaluate(CAMPAIGN, ver["version_id"], local_storage)
     key = f"solutions/synthetic-popularity/versions/{ver['version_id']}/metrics.json"
-    pipeline.evaluate("synthetic-popularity", ver["version_id"], local_storage)
-    worse = local_storage.read_json(key)
-    worse["metrics"] = {m: v * 0.5 for m, v in worse["metrics"].items()}
-    local_storage.write_json(key, worse)
+    evaluation = local_storage.read_json(key)
+    assert set(evaluation["arms"]) == {"challenger", "champion", "baseline"}
+    assert evaluation["arms"]["champion"]["version_id"] == vid
+    # made to look worse than the live version
+    evaluation["paired"]["challenger_minus_champion"][NDCG10] = {
+        "mean": -0.05,
+        "low": -0.08,
+        "high": -0.02,
+        "n": evaluation["arms"]["challenger"]["n"],
+    }
+    local_storage.write_json(key, evaluation)
+    camp = CampaignConfig.load(CAMPAIGN)
     out = pipeline.promote_version(
         CAMPAIGN, ver["version_id"], after(landed), True, "auto", local_storage
     )
-    assert not out["deployed"] and "worse than live" in out["reason"]
+    n = evaluation["arms"]["challenger"]["n"]
+    if n < camp.promotion_min_users:
+        assert "no evidence" in out["reason"]
+    else:
+        assert "not worse than the live version not shown" in out["reason"]
+    assert not out["deployed"]
     assert campaign_state(local_storage, CAMPAIGN)["live"]["version_id"] == vid
     assert len(local_storage.list(decisions_prefix(CAMPAIGN))) == 2
+    again = pipeline.promote_version(
+        CAMPAIGN, ver["version_id"], after(landed), True, "auto", local_storage
+    )
+    assert not again["deployed"]
+    assert len(local_storage.list(decisions_prefix(CAMPAIGN))) == 3  # beside, not over
     forced = pipeline.promote_version(
         CAMPAIGN, ver["version_id"], after(landed), True, "force", local_storage
     )
     assert forced["deployed"]
     entry = campaign_state(local_storage, CAMPAIGN)["live"]
     assert entry["version_id"] == ver["version_id"]
-    assert entry["decision"]["mode"] == "force" and entry["decision"]["comparisons"]
+    assert entry["decision"]["mode"] == "force" and entry["decision"]["checks"]
 
 
 # -- rollback ------------------------------------------------------------------------------

@@ -71,6 +71,18 @@ class Recipe(ABC):
     def fit(self, data: Dataset, options: TrainingOptions) -> Recipe:
         """Learn from ``data``; sets ``item_ids`` / ``user_ids`` to the dataset's vocabularies."""
 
+    def refit(self, data: Dataset, options: TrainingOptions) -> Recipe:
+        """One training a night: after :meth:`fit` on the evaluation split's training part,
+        bring the model to the whole snapshot ``data`` (same vocabularies). Iterative recipes
+        continue from their weights for a few epochs; the default fits again, which is right
+        for closed-form recipes whose fit costs seconds."""
+        return self.fit(data, options)
+
+    def training_report(self) -> dict[str, Any]:
+        """Why the last fit stopped (``stop_reason``: early_stop, budget, epochs or
+        closed_form), epochs, and whether validation was still rising; JSON-serialisable."""
+        return {"stop_reason": "closed_form", "validation_still_rising": False}
+
     @abstractmethod
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Scores (len(users) × n_items, float32) for user indices (-1 = unknown user).

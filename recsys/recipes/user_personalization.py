@@ -282,6 +282,10 @@ class UserPersonalization(Recipe):
         "precision": "auto",  # "bf16", "fp32" or "auto" (bf16 where the CPU has it)
         "max_training_minutes": None,
         "update_epochs": 3,
+        # one training a night: after early stopping on the evaluation split's training part,
+        # training continues from the best weights on the whole snapshot for this many epochs
+        # (the newest interactions, which the holdout kept out, become targets too)
+        "final_epochs": 2,
     }
 
     def __init__(self, **hyperparameters: Any) -> None:
@@ -295,6 +299,8 @@ class UserPersonalization(Recipe):
         self.tokens_trained = 0  # training targets seen (for throughput reports)
         self.step_seconds = 0.0  # time in training epochs (batching + steps), no validation
         self.validation_seconds = 0.0  # time in early-stopping checks
+        #: why the last training stopped, and its validation curve (see training_report)
+        self.stop: dict[str, Any] = {}
         self._z_cache: tuple[Any, np.ndarray, np.ndarray] | None = None
         #: where the model lives: the training device during fit, the CPU otherwise (artifacts,
         #: batch inference and the 2-hourly update all work on CPU copies)
@@ -355,23 +361,49 @@ class UserPersonalization(Recipe):
         previous = options.previous
         if isinstance(previous, UserPersonalization) and previous.model is not None:
             self._warm_start(previous)
+        epochs = int(hp["update_epochs"] if previous is not None else hp["epochs"])
+        self._run(data, counts, epochs, options, rng, validate=True)
+        return self
+
+    def refit(self, data: Dataset, options: TrainingOptions) -> UserPersonalization:
+        """Continue from the current (best-validation) weights on ``data``, the whole snapshot
+        whose evaluation split the model was fitted on, for ``final_epochs`` epochs: no
+        validation users are held back and the last epoch's weights are kept. Same
+        vocabularies required (the split keeps them)."""
+        if self.model is None or len(self.item_ids) != data.n_items:
+            return self.fit(data, options)
+        epochs = int(self.hyperparameters["final_epochs"])
+        if epochs <= 0:
+            return self
+        before = dict(self.stop)
+        torch.manual_seed(options.seed + 1)
+        rng = np.random.default_rng(options.seed + 1)
+        counts = np.bincount(data.item_codes, minlength=data.n_items).astype(np.float64)
+        self.popularity = (counts / counts.sum()).astype(np.float32)
+        self._run(data, counts, epochs, options, rng, validate=False)
+        self.stop = {**before, "final_epochs": self.stop.get("epochs", 0)}
+        return self
+
+    def _run(self, data, counts, epochs, options, rng, validate: bool) -> None:
+        hp = self.hyperparameters
         histories = data.user_histories()
         weights = self._event_weights(data)
-        train_seqs, val_users = self._split(histories, weights, rng)
+        train_seqs, val_users = self._split(histories, weights, rng, validate)
         budget = options.time_budget_s
         if hp["max_training_minutes"]:
             budget = min(budget or math.inf, 60.0 * float(hp["max_training_minutes"]))
-        epochs = int(hp["update_epochs"] if previous is not None else hp["epochs"])
         self._device = resolve_device(options.device)
         self.model.to(self._device)
-        log.info("training", device=str(self._device), bf16=self._use_bf16())
+        log.info("training", device=str(self._device), bf16=self._use_bf16(), epochs=epochs)
         try:
             self._train(train_seqs, val_users, histories, counts, epochs, budget, options, rng)
         finally:
             self.model.to("cpu")
             self._device = torch.device("cpu")
             self._z_cache = None
-        return self
+
+    def training_report(self) -> dict[str, Any]:
+        return dict(self.stop)
 
     def _event_weights(self, data: Dataset) -> np.ndarray | None:
         """Per-interaction loss weights from ``event_type_weights`` (None = all 1)."""
@@ -382,7 +414,7 @@ class UserPersonalization(Recipe):
         order = np.argsort(data.user_codes, kind="stable")
         return w.to_numpy(dtype=np.float32)[order]
 
-    def _split(self, histories, weights, rng):
+    def _split(self, histories, weights, rng, validate: bool = True):
         """Training sequences (history trims applied) and validation users (last item held)."""
         hp = self.hyperparameters
         lengths = np.array([len(h) for h in histories])
@@ -392,7 +424,7 @@ class UserPersonalization(Recipe):
         lo = np.quantile(lengths[active], float(hp["min_user_history_length_percentile"]))
         hi = np.quantile(lengths[active], float(hp["max_user_history_length_percentile"]))
         keep = active[(lengths[active] >= lo) & (lengths[active] <= max(hi, 2))]
-        n_val = min(int(hp["validation_users"]), len(keep))
+        n_val = min(int(hp["validation_users"]), len(keep)) if validate else 0
         val_users = np.sort(rng.choice(keep, size=n_val, replace=False)) if n_val else keep[:0]
         is_val = np.zeros(len(histories), dtype=bool)
         is_val[val_users] = True
@@ -485,6 +517,9 @@ class UserPersonalization(Recipe):
         started = time.perf_counter()
         bs = int(hp["batch_size"])
         out_of_time = False
+        validating = len(val_users) > 0
+        curve: list[float] = []
+        reason, best_epoch, epoch = "epochs", 0, 0
         for epoch in range(1, epochs + 1):
             model.train()
             total, n_tok = 0.0, 0
@@ -543,8 +578,10 @@ class UserPersonalization(Recipe):
             elapsed = time.perf_counter() - started
             self.step_seconds += time.perf_counter() - epoch_start
             t_val = time.perf_counter()
-            score = self._validate(val_users, histories) if len(val_users) else -float(total)
+            score = self._validate(val_users, histories) if validating else -float(total)
             self.validation_seconds += time.perf_counter() - t_val
+            if validating:
+                curve.append(round(score, 5))
             log.info(
                 "epoch",
                 epoch=epoch,
@@ -559,22 +596,41 @@ class UserPersonalization(Recipe):
                 t_cb = time.perf_counter()
                 options.on_epoch(self, epoch, elapsed)
                 started += time.perf_counter() - t_cb
-            if score > best:
-                best, bad = score, 0
+            if not validating:
+                best_epoch = epoch  # no validation: the last epoch is kept
+            elif score > best:
+                best, bad, best_epoch = score, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 bad += 1
-            if (
-                out_of_time
-                or bad >= int(hp["patience"])
-                or (budget is not None and elapsed >= budget)
-            ):
+            if out_of_time or (budget is not None and elapsed >= budget):
+                reason = "budget"
                 break
-        if best_state is not None:
+            if validating and bad >= int(hp["patience"]):
+                reason = "early_stop"
+                break
+        if validating and best_state is not None:
             model.load_state_dict(best_state)
+            self.best_validation = best
         self._z_cache = None
-        self.best_validation = best
         model.eval()
+        # Still rising: stopped by the budget or the epoch cap while the best epoch was one of
+        # the last two, i.e. more training would probably have paid.
+        rising = validating and reason != "early_stop" and epoch - best_epoch <= 1
+        self.stop = {
+            "stop_reason": reason,
+            "epochs": epoch,
+            "best_epoch": best_epoch,
+            "max_epochs": epochs,
+            "budget_s": None if budget is None or math.isinf(budget) else round(budget, 1),
+            "seconds": round(time.perf_counter() - started, 1),
+            "best_validation_ndcg10": round(best, 5) if validating else None,
+            "validation_still_rising": bool(rising),
+            "validation_curve": curve,
+        }
+        log.info(
+            "training stopped", **{k: v for k, v in self.stop.items() if k != "validation_curve"}
+        )
 
     def _validate(self, val_users, histories) -> float:
         """NDCG@10 of each validation user's held-out last item (seen items excluded), in

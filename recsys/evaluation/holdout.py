@@ -1,0 +1,100 @@
+"""The nightly's one holdout: what every deploy decision is measured on.
+
+Personalize holds out 10% of users (61 on ml-latest-small): too few to tell
+user-personalization from popularity-count apart (docs/BENCHMARKS.md). The decision holdout
+takes Personalize's per-user truth, the newest 10% of a user's interactions (at least one),
+from **every** eligible user instead, so it has ten times the users; Personalize's own 10% of
+users is a seeded subset of it, reported under its own name.
+
+A user is eligible with at least 2 interactions. When a live version (the champion) exists,
+only truth the champion has **not** trained on counts: every truth interaction must be newer
+than the champion's training data (``cutoff``, its newest TIMESTAMP). Otherwise the champion
+would be scored on interactions it learned as targets, and would look better than any
+challenger trained without them. So on a nightly the holdout is "what users did since the live
+version was trained", which the challenger has not seen either: one holdout, three models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.data.dataset import Dataset
+
+TRUTH_FRACTION = 0.1
+PERSONALIZE_FRACTION = 0.1
+
+
+@dataclass
+class DecisionHoldout:
+    """Held-out users (dataset user indices), their truth (dataset item indices)."""
+
+    users: np.ndarray
+    truth: list[np.ndarray]
+    #: True for the users of Personalize's protocol (a seeded 10% of ``users``)
+    personalize: np.ndarray
+    #: the champion's newest training TIMESTAMP the truth had to be newer than (None: no
+    #: champion)
+    cutoff: float | None
+    seed: int
+
+    def describe(self) -> dict:
+        return {
+            "definition": "every user with >= 2 interactions: the newest 10% (at least one) of "
+            "their interactions are the truth, the rest their input"
+            + ("; only truth newer than the live version's training data" if self.cutoff else ""),
+            "users": int(len(self.users)),
+            "truth_interactions": int(sum(len(t) for t in self.truth)),
+            "personalize_users": int(self.personalize.sum()),
+            "cutoff_timestamp": self.cutoff,
+            "seed": self.seed,
+        }
+
+
+def data_cutoff(data: Dataset) -> float | None:
+    """The newest TIMESTAMP a model trained on ``data`` has seen (None: no interactions)."""
+    if len(data.interactions) == 0:
+        return None
+    return float(data.interactions["TIMESTAMP"].max())
+
+
+def decision_split(
+    data: Dataset,
+    cutoff: float | None = None,
+    seed: int = 42,
+    truth_fraction: float = TRUTH_FRACTION,
+    personalize_fraction: float = PERSONALIZE_FRACTION,
+) -> tuple[Dataset, DecisionHoldout]:
+    """``(training part, holdout)``: the training part is ``data`` without the truth rows
+    (same catalogue and users, so a model trained on it has the full vocabularies)."""
+    user_codes = data.user_codes
+    counts = np.bincount(user_codes, minlength=data.n_users)
+    # rank of each interaction within its user's (time-sorted, stable) history
+    order = np.argsort(user_codes, kind="stable")
+    sorted_users = user_codes[order]
+    starts = np.searchsorted(sorted_users, np.arange(data.n_users))
+    rank = np.empty(len(user_codes), dtype=np.int64)
+    rank[order] = np.arange(len(user_codes)) - starts[sorted_users]
+    n_truth = np.maximum(1, np.floor(truth_fraction * counts).astype(np.int64))
+    eligible = counts >= 2
+    is_truth_row = rank >= counts[user_codes] - n_truth[user_codes]
+    if cutoff is not None:
+        ts = data.interactions["TIMESTAMP"].to_numpy(dtype=np.float64)
+        # a user counts only if every truth row is newer than the champion's data
+        seen = np.zeros(data.n_users, dtype=bool)
+        np.logical_or.at(seen, user_codes[is_truth_row], ts[is_truth_row] <= cutoff)
+        eligible &= ~seen
+    held = np.flatnonzero(eligible)
+    test_mask = eligible[user_codes] & is_truth_row
+    rows = np.flatnonzero(test_mask)
+    rows = rows[np.argsort(user_codes[rows], kind="stable")]
+    bounds = np.searchsorted(user_codes[rows], np.append(held, data.n_users)) if len(held) else []
+    item_codes = data.item_codes
+    truth = [item_codes[rows[bounds[i] : bounds[i + 1]]] for i in range(len(held))]
+    rng = np.random.default_rng(seed)
+    n_p = max(1, int(round(personalize_fraction * len(held)))) if len(held) else 0
+    personalize = np.zeros(len(held), dtype=bool)
+    personalize[rng.choice(len(held), size=n_p, replace=False)] = True
+    holdout = DecisionHoldout(held, truth, personalize, cutoff, seed)
+    return data.subset(~test_mask), holdout
