@@ -111,7 +111,10 @@ def campaign_view(
             "rolled_back_from": live.get("rolled_back_from"),
             "recipe": live_version.get("recipe"),
             "metrics": live_version.get("metrics"),
+            "training": live_version.get("training"),
+            "evaluation": _evaluation_summary(storage, live["solution"], live["version_id"]),
         },
+        "decision": _latest_decision(storage, campaign),
         "history": [_history_entry(e) for e in reversed(state.get("history", []))],
         "versions": recent_versions(storage, solution, live["version_id"], limit=versions),
         "batch": batch_freshness(storage, campaign, stale_after_hours=stale_after_hours, now=now),
@@ -142,7 +145,40 @@ def _version_summary(storage: Storage, solution: str, version_id: str) -> dict[s
         "training_interactions": version.get("training_interactions"),
         "training_seconds": version.get("training_seconds"),
         "metrics": _finite(read_metrics(storage, solution, version_id)),
+        "training": {
+            k: v for k, v in (version.get("training") or {}).items() if k != "validation_curve"
+        },
     }
+
+
+def _evaluation_summary(storage: Storage, solution: str, version_id: str) -> dict | None:
+    """Challenger, champion and popularity side by side: {role: {metric: interval}}, n."""
+    from recsys.evaluation.run import metrics_key
+
+    key = metrics_key(solution, version_id)
+    if not storage.exists(key):
+        return None
+    ev = storage.read_json(key)
+    return {
+        "n": (ev.get("holdout") or {}).get("users"),
+        "arms": {
+            role: {"n": arm["n"], "metrics": arm["metrics"], "coverage": arm["coverage"]}
+            for role, arm in (ev.get("arms") or {}).items()
+        },
+        "paired": ev.get("paired") or {},
+        "meanings": ev.get("meanings") or {},
+        "reason": ev.get("reason"),
+    }
+
+
+def _latest_decision(storage: Storage, campaign: str) -> dict | None:
+    from recsys.report import latest_decision
+
+    d = latest_decision(storage, campaign)
+    if d is None:
+        return None
+    keep = ("version_id", "logical_date", "decided_at", "deploy", "reason", "mode", "checks")
+    return {k: d.get(k) for k in keep}
 
 
 def _finite(metrics: dict[str, Any] | None) -> dict[str, float | None] | None:
@@ -255,6 +291,7 @@ def _campaign_html(view: dict[str, Any]) -> str:
         f"{e(str(live['logical_date']))}{rolled}</p>"
     )
     out.append(_batch_html(view["batch"]))
+    out.append(_evaluation_html(live, view.get("decision")))
     out.append("<h3>Offline metrics of recent solution versions</h3>")
     out.append(metrics_chart_svg(view["versions"]))
     out.append(_versions_table(view["versions"]))
@@ -269,6 +306,52 @@ def _campaign_html(view: dict[str, Any]) -> str:
         "<table class='history'><tr><th>version</th><th>revision</th><th>as of</th>"
         f"<th>deployed at</th><th>reason</th></tr>{rows}</table></section>"
     )
+    return "".join(out)
+
+
+def _evaluation_html(live: dict[str, Any], decision: dict[str, Any] | None) -> str:
+    """The live version's evaluation: this version, the one live before it, popularity."""
+    from recsys.report import REPORT_METRICS, ROLES, SHORT, _cell
+
+    e = html.escape
+    out = []
+    t = live.get("training") or {}
+    if t:
+        rising = (
+            " — <b class='bad'>validation was still rising</b>"
+            if t.get("validation_still_rising")
+            else ""
+        )
+        out.append(
+            f"<p class='training'>Training stopped by <b>{e(str(t.get('stop_reason')))}</b> "
+            f"after {e(str(t.get('epochs', '—')))} epochs{rising}</p>"
+        )
+    ev = live.get("evaluation")
+    if ev and ev.get("arms"):
+        roles = [(r, label) for r, label in ROLES if r in ev["arms"]]
+        head = "".join(f"<th>{e(label)}</th>" for _, label in roles)
+        rows = "".join(
+            f"<tr><td title='{e(ev['meanings'].get(m, ''))}'>{e(SHORT[m])}</td>"
+            + "".join(f"<td>{e(_cell(ev['arms'][r]['metrics'].get(m)))}</td>" for r, _ in roles)
+            + "</tr>"
+            for m in REPORT_METRICS
+        )
+        out.append(
+            f"<h3>Evaluation when trained (served, n={e(str(ev['n']))} users, mean "
+            "[95% interval])</h3>"
+            f"<table class='evaluation'><tr><th>metric</th>{head}</tr>{rows}</table>"
+        )
+        out.append(
+            "<ul class='meanings'>"
+            + "".join(f"<li>{e(text)}</li>" for text in ev["meanings"].values())
+            + "</ul>"
+        )
+    if decision:
+        verdict = "deployed" if decision["deploy"] else "not deployed"
+        out.append(
+            f"<p class='decision'>Latest gate decision: <code>{e(decision['version_id'])}</code>"
+            f" {verdict}: {e(decision['reason'])}</p>"
+        )
     return "".join(out)
 
 

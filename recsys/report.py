@@ -1,15 +1,108 @@
-"""A human-readable summary of a campaign: where its outputs are, its metrics, sample users."""
+"""A human-readable summary of a campaign: where its outputs are, how its live version was
+trained and measured (challenger, champion and popularity-count side by side, with intervals
+and n), the latest gate decision, and sample users' last items beside their recommendations.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from recsys.campaigns import campaign_state
+from recsys.campaigns import campaign_state, decisions_prefix
 from recsys.data.imports import snapshot_prefix
 from recsys.inference.batch import latest_key
 from recsys.storage import Storage
 from recsys.training import read_version, version_prefix
+
+#: the rows of the side-by-side table, in order
+REPORT_METRICS = (
+    "normalized_discounted_cumulative_gain_at_10",
+    "hit_rate_at_10",
+    "precision_at_10",
+    "mean_reciprocal_rank_at_25",
+)
+SHORT = {
+    "normalized_discounted_cumulative_gain_at_10": "NDCG@10",
+    "hit_rate_at_10": "HR@10",
+    "precision_at_10": "precision@10",
+    "mean_reciprocal_rank_at_25": "MRR@25",
+}
+ROLES = (("challenger", "this version"), ("champion", "live before"), ("baseline", "popularity"))
+
+
+def _cell(m: dict[str, Any] | None) -> str:
+    if not m or m.get("mean") is None:
+        return "—"
+    return f"{m['mean']:.4f} [{m['low']:.4f}, {m['high']:.4f}]"
+
+
+def evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:
+    """The side-by-side table of an evaluation (``metrics.json``), with what each row means."""
+    if not evaluation or not evaluation.get("arms"):
+        why = (evaluation or {}).get("reason", "not evaluated")
+        return [f"  no evaluation: {why}"]
+    arms = evaluation["arms"]
+    roles = [(r, label) for r, label in ROLES if r in arms]
+    n = arms["challenger"]["n"]
+    holdout = evaluation.get("holdout") or {}
+    out = [
+        f"  holdout: {n} users, {holdout.get('truth_interactions', '?')} held-out interactions "
+        f"({holdout.get('definition', evaluation.get('protocol', ''))})",
+        "  served as the campaign serves them (exploration, filters, seen items out); "
+        "mean [95% bootstrap interval]",
+        "  " + f"{'':<14}" + "".join(f"{label:<28}" for _, label in roles),
+    ]
+    for m in REPORT_METRICS:
+        out.append(
+            "  "
+            + f"{SHORT[m]:<14}"
+            + "".join(f"{_cell(arms[r]['metrics'].get(m)):<28}" for r, _ in roles)
+        )
+    out.append(
+        "  " + f"{'coverage':<14}" + "".join(f"{arms[r]['coverage']:<28.4f}" for r, _ in roles)
+    )
+    for name, d in (evaluation.get("paired") or {}).items():
+        nd = d.get("normalized_discounted_cumulative_gain_at_10")
+        if nd:
+            who = name.replace("challenger_minus_", "this version − ")
+            out.append(f"  paired NDCG@10, {who}: {_cell(nd)} (n={nd['n']})")
+    p = arms["challenger"].get("personalize_protocol")
+    if p:
+        nd = p["metrics"].get("normalized_discounted_cumulative_gain_at_10")
+        out.append(f"  Personalize's protocol (its 10% of users, n={p['n']}): NDCG@10 {_cell(nd)}")
+    out.append("  What the numbers mean:")
+    for text in (evaluation.get("meanings") or {}).values():
+        out.append(f"    {text}")
+    return out
+
+
+def training_lines(version: dict[str, Any]) -> list[str]:
+    t = version.get("training") or {}
+    if not t:
+        return []
+    reasons = {
+        "early_stop": "early stopping (validation stopped improving)",
+        "budget": "the time budget (max_training_minutes)",
+        "epochs": "the epoch limit",
+        "closed_form": "a closed-form fit (no epochs)",
+    }
+    line = f"  stopped by {reasons.get(t.get('stop_reason'), t.get('stop_reason'))}"
+    if t.get("epochs"):
+        line += f" after {t['epochs']} epochs (best {t.get('best_epoch')})"
+    if t.get("best_validation_ndcg10") is not None:
+        line += f", validation NDCG@10 {t['best_validation_ndcg10']:.4f}"
+    out = [line]
+    if t.get("validation_still_rising"):
+        out.append("  WARNING: validation was still rising: a larger budget would probably pay")
+    final = version.get("final_training") or {}
+    if final.get("final_epochs"):
+        out.append(f"  then {final['final_epochs']} epochs on the whole snapshot")
+    return out
+
+
+def latest_decision(storage: Storage, campaign: str) -> dict[str, Any] | None:
+    names = storage.list(decisions_prefix(campaign))
+    return storage.read_json(f"{decisions_prefix(campaign)}/{names[-1]}") if names else None
 
 
 def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
@@ -18,9 +111,7 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
     version = read_version(storage, state["solution"], live["version_id"])
     vprefix = version_prefix(state["solution"], live["version_id"])
     metrics_key = f"{vprefix}/metrics.json"
-    metrics: dict[str, Any] = (
-        storage.read_json(metrics_key)["metrics"] if storage.exists(metrics_key) else {}
-    )
+    evaluation = storage.read_json(metrics_key) if storage.exists(metrics_key) else None
     latest = storage.read_json(latest_key(campaign))
     sprefix = snapshot_prefix(version["dataset_group"], version["snapshot_id"])
     titles: dict[str, str] = {}
@@ -38,15 +129,60 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
     out.append(f"  campaign pointer {storage.uri(f'campaigns/{campaign}.json')}")
     out.append(f"  batch (latest)   {storage.uri(latest['prefix'])}")
     out.append("")
-    out.append("Offline metrics (Personalize protocol: 10% of users held out)")
-    for name, value in metrics.items():
-        out.append(f"  {name:<45} {value:.4f}")
+    training = training_lines(version)
+    if training:
+        out.append("Training")
+        out += training
+        out.append("")
+    out.append("Evaluation of the live version when it was trained")
+    out += evaluation_lines(evaluation)
+    decision = latest_decision(storage, campaign)
+    if decision:
+        verdict = "deployed" if decision["deploy"] else "not deployed"
+        out.append("")
+        out.append(f"Latest gate decision ({decision['logical_date'][:10]}, {decision['mode']})")
+        out.append(f"  {decision['version_id']}: {verdict}: {decision['reason']}")
     out.append("")
-    first_part = storage.read_json(latest["manifest"])["parts"][0]["key"]
-    with storage.open(first_part, "rt") as f:
-        for _, line in zip(range(n_users), f, strict=False):
-            rec = json.loads(line)
-            out.append(f"User {rec['input']['userId']}:")
-            for item in rec["output"]["recommendedItems"][:5]:
-                out.append(f"  {item:>8}  {titles.get(item, '')}")
+    out += _sample_users(storage, latest, sprefix, titles, n_users)
     return "\n".join(out)
+
+
+def _sample_users(
+    storage: Storage, latest: dict[str, Any], sprefix: str, titles: dict[str, str], n: int
+) -> list[str]:
+    """The first ``n`` answered users of the latest batch: last five items, then five
+    recommendations. Error lines are named, never a crash."""
+    parts = storage.read_json(latest["manifest"])["parts"]
+    lines: list[dict[str, Any]] = []
+    for part in parts:
+        with storage.open(part["key"], "rt") as f:
+            for raw in f:
+                rec = json.loads(raw)
+                if rec.get("error") is None and rec.get("output"):
+                    lines.append(rec)
+                if len(lines) >= n:
+                    break
+        if len(lines) >= n:
+            break
+    if not lines:
+        return ["(the latest batch has no answered line to show)"]
+    users = [str(rec["input"].get("userId")) for rec in lines]
+    recent: dict[str, list[str]] = {u: [] for u in users}
+    key = f"{sprefix}/interactions.parquet"
+    if storage.exists(key):
+        inter = storage.read_parquet(key, columns=["USER_ID", "ITEM_ID", "TIMESTAMP"])
+        mine = inter[inter["USER_ID"].astype(str).isin(users)]
+        mine = mine.sort_values("TIMESTAMP", kind="stable")
+        for u, group in mine.groupby(mine["USER_ID"].astype(str), observed=True):
+            recent[u] = group["ITEM_ID"].astype(str).tolist()[-5:]
+    out = []
+    for rec, user in zip(lines, users, strict=True):
+        out.append(f"User {user}")
+        left = [f"{i:>8}  {titles.get(i, '')[:40]}" for i in recent.get(user, [])]
+        right = [f"{i:>8}  {titles.get(i, '')[:40]}" for i in rec["output"]["recommendedItems"][:5]]
+        out.append(f"  {'last five items':<52}recommended")
+        for k in range(max(len(left), len(right))):
+            a = left[k] if k < len(left) else ""
+            b = right[k] if k < len(right) else ""
+            out.append(f"  {a:<52}{b}")
+    return out

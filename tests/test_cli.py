@@ -67,7 +67,7 @@ def test_stages_from_the_command_line(tmp_path, synthetic_data, capsys):
         "train", "--solution", "synthetic-popularity", "--snapshot", snap, "--date", date
     )
     version = json.loads(out)["version_id"]
-    code, out, _ = run("evaluate", "--solution", "synthetic-popularity", "--version-id", version)
+    code, out, _ = run("evaluate", "--campaign", "synthetic", "--version-id", version)
     assert 0 <= json.loads(out)["metrics"]["precision_at_5"] <= 1
     assert run("deploy", "--campaign", "synthetic", "--version-id", version, "--date", date)[0] == 0
     code, out, _ = run("batch", "--campaign", "synthetic", "--date", date)

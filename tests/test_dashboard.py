@@ -22,9 +22,10 @@ def test_never_deployed_campaigns_are_listed_not_errors(local_storage):
 
 
 def test_campaign_view_after_two_nights_and_a_rollback(local_storage, landed):
-    first = pipeline.run_nightly(CAMPAIGN, after(landed), storage=local_storage)
+    first = pipeline.run_nightly(CAMPAIGN, f"{landed}T00:00:00+00:00", storage=local_storage)
+    # the next night sees one more day: what users did that day is its holdout
     second = pipeline.run_nightly(
-        CAMPAIGN, after(landed + timedelta(days=1)), storage=local_storage, deploy_mode="force"
+        CAMPAIGN, after(landed), storage=local_storage, deploy_mode="force"
     )
     v1, v2 = first["version"]["version_id"], second["version"]["version_id"]
     assert v1 != v2
