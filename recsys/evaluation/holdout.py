@@ -1,12 +1,16 @@
 """The nightly's one holdout: what every deploy decision is measured on.
 
 Personalize holds out 10% of users (61 on ml-latest-small): too few to tell
-user-personalization from popularity-count apart (docs/BENCHMARKS.md). The decision holdout
-takes Personalize's per-user truth, the newest 10% of a user's interactions (at least one),
-from **every** eligible user instead, so it has ten times the users; Personalize's own 10% of
-users is a seeded subset of it, reported under its own name.
+user-personalization from popularity-count apart (docs/BENCHMARKS.md). So every eligible user
+(at least 2 interactions) is held out, in one of two groups drawn at random (seeded):
 
-A user is eligible with at least 2 interactions. When a live version (the champion) exists,
+* **Personalize's protocol**: 10% of them, whose newest 10% of interactions (at least one) are
+  the truth, exactly as Personalize defines it; reported under that name;
+* **the decision holdout**: the other 90%, whose newest interaction is the truth (next-item
+  prediction, the research protocol's truth): nine times Personalize's users, and the truth a
+  sequential model is asked for. The gate decides on it.
+
+Both groups' truth is left out of the one training part. When a live version (the champion) exists,
 only truth the champion has **not** trained on counts: every truth interaction must be newer
 than the champion's training data (``cutoff``, its newest TIMESTAMP). Otherwise the champion
 would be scored on interactions it learned as targets, and would look better than any
@@ -32,7 +36,8 @@ class DecisionHoldout:
 
     users: np.ndarray
     truth: list[np.ndarray]
-    #: True for the users of Personalize's protocol (a seeded 10% of ``users``)
+    #: True for the users of Personalize's protocol (a seeded 10% of ``users``; truth: newest
+    #: 10%); the others are the decision holdout (truth: the newest interaction)
     personalize: np.ndarray
     #: the champion's newest training TIMESTAMP the truth had to be newer than (None: no
     #: champion)
@@ -40,11 +45,12 @@ class DecisionHoldout:
     seed: int
 
     def describe(self) -> dict:
+        decision = ~self.personalize
         return {
-            "definition": "every user with >= 2 interactions: the newest 10% (at least one) of "
-            "their interactions are the truth, the rest their input"
+            "definition": "every user with >= 2 interactions: 90% have their newest interaction "
+            "held out (the decision holdout), 10% their newest 10% (Personalize's protocol)"
             + ("; only truth newer than the live version's training data" if self.cutoff else ""),
-            "users": int(len(self.users)),
+            "users": int(decision.sum()),
             "truth_interactions": int(sum(len(t) for t in self.truth)),
             "personalize_users": int(self.personalize.sum()),
             "cutoff_timestamp": self.cutoff,
@@ -76,7 +82,14 @@ def decision_split(
     starts = np.searchsorted(sorted_users, np.arange(data.n_users))
     rank = np.empty(len(user_codes), dtype=np.int64)
     rank[order] = np.arange(len(user_codes)) - starts[sorted_users]
-    n_truth = np.maximum(1, np.floor(truth_fraction * counts).astype(np.int64))
+    eligible_all = np.flatnonzero(counts >= 2)
+    rng = np.random.default_rng(seed)
+    n_p = max(1, int(round(personalize_fraction * len(eligible_all)))) if len(eligible_all) else 0
+    in_p = np.zeros(data.n_users, dtype=bool)
+    in_p[rng.choice(eligible_all, size=n_p, replace=False)] = True
+    n_truth = np.where(
+        in_p, np.maximum(1, np.floor(truth_fraction * counts).astype(np.int64)), 1
+    )
     eligible = counts >= 2
     is_truth_row = rank >= counts[user_codes] - n_truth[user_codes]
     if cutoff is not None:
@@ -92,9 +105,5 @@ def decision_split(
     bounds = np.searchsorted(user_codes[rows], np.append(held, data.n_users)) if len(held) else []
     item_codes = data.item_codes
     truth = [item_codes[rows[bounds[i] : bounds[i + 1]]] for i in range(len(held))]
-    rng = np.random.default_rng(seed)
-    n_p = max(1, int(round(personalize_fraction * len(held)))) if len(held) else 0
-    personalize = np.zeros(len(held), dtype=bool)
-    personalize[rng.choice(len(held), size=n_p, replace=False)] = True
-    holdout = DecisionHoldout(held, truth, personalize, cutoff, seed)
+    holdout = DecisionHoldout(held, truth, in_p[held], cutoff, seed)
     return data.subset(~test_mask), holdout

@@ -13,8 +13,8 @@ serves** (the batch code: exploration, filters, seen items out, cold-start answe
 
 Each gets Personalize's metric names plus ``hit_rate_at_10``, with n and a 95% bootstrap
 interval over users; the paired per-user differences challenger − champion and
-challenger − baseline get theirs. Personalize's own protocol (10% of users) is reported by
-name on its subset of the holdout. Written once to ``metrics.json`` (``metrics`` keeps the
+challenger − baseline get theirs, on the decision holdout (each user's newest interaction);
+Personalize's own protocol (10% of users, their newest 10%) is reported by name beside it. Written once to ``metrics.json`` (``metrics`` keeps the
 challenger's values under Personalize's names, as before).
 """
 
@@ -119,16 +119,17 @@ def _arm(
     n_items: int,
     **about: Any,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    per_user = per_user_metrics(recs, holdout.truth)
     p = holdout.personalize
+    everyone = per_user_metrics(recs, holdout.truth)
+    per_user = {m: v[~p] for m, v in everyone.items()}
     whole = intervals(per_user, counts)
-    part = intervals({m: v[p] for m, v in per_user.items()}, counts_p)
+    part = intervals({m: v[p] for m, v in everyone.items()}, counts_p)
     arm = {
         "role": name,
         **about,
-        "n": int(len(holdout.users)),
+        "n": int((~p).sum()),
         "metrics": {m: whole[m].to_dict() for m in ARM_METRICS},
-        "coverage": coverage(recs, n_items),
+        "coverage": coverage(recs[~p], n_items),
         "personalize_protocol": {
             "n": int(p.sum()),
             "metrics": {m: part[m].to_dict() for m in ARM_METRICS},
@@ -163,12 +164,12 @@ def evaluate_solution_version(
         "evaluated_at": utcnow_iso(),
     }
     eprefix = evaluated_prefix(campaign.solution, version_id)
-    if len(holdout.users) == 0 or not storage.exists(f"{eprefix}/model.json"):
+    if not (~holdout.personalize).any() or not storage.exists(f"{eprefix}/model.json"):
         result.update(metrics=None, arms={}, paired={}, reason="no eligible held-out users")
         storage.write_json(key, result)
         log.warning("nothing to evaluate on", version_id=version_id, cutoff=cutoff)
         return result
-    counts = bootstrap_counts(len(holdout.users), seed=seed)
+    counts = bootstrap_counts(int((~holdout.personalize).sum()), seed=seed)
     counts_p = bootstrap_counts(int(holdout.personalize.sum()), seed=seed + 1)
     n_items = data.n_items
     serving = {**campaign.serving_config(), "num_results": campaign.num_results}

@@ -1,5 +1,5 @@
-"""The decision holdout: every eligible user's newest 10%, only what the champion has not
-trained on; Personalize's 10% of users inside it."""
+"""The decision holdout: every eligible user's newest interaction (Personalize's 10% of users:
+their newest 10%), only what the champion has not trained on."""
 
 from __future__ import annotations
 
@@ -28,9 +28,11 @@ def test_every_eligible_user_gives_their_newest_tenth():
     counts = np.bincount(d.user_codes, minlength=d.n_users)
     assert list(holdout.users) == list(np.flatnonzero(counts >= 2))
     hist = d.user_histories()
-    for u, truth in zip(holdout.users, holdout.truth, strict=True):
-        k = max(1, int(np.floor(0.1 * counts[u])))
+    for u, truth, p in zip(holdout.users, holdout.truth, holdout.personalize, strict=True):
+        # Personalize's users: their newest 10%; the decision holdout: the newest one
+        k = max(1, int(np.floor(0.1 * counts[u]))) if p else 1
         assert list(truth) == list(hist[u][-k:])
+    assert any(len(t) > 1 for t in np.array(holdout.truth, dtype=object)[holdout.personalize])
     # the training part is the rest, with the same vocabularies
     assert len(train.interactions) == len(d.interactions) - sum(len(t) for t in holdout.truth)
     assert list(train.item_ids) == list(d.item_ids) and list(train.user_ids) == list(d.user_ids)
