@@ -112,7 +112,9 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
     vprefix = version_prefix(state["solution"], live["version_id"])
     metrics_key = f"{vprefix}/metrics.json"
     evaluation = storage.read_json(metrics_key) if storage.exists(metrics_key) else None
-    latest = storage.read_json(latest_key(campaign))
+    latest = (
+        storage.read_json(latest_key(campaign)) if storage.exists(latest_key(campaign)) else None
+    )
     sprefix = snapshot_prefix(version["dataset_group"], version["snapshot_id"])
     titles: dict[str, str] = {}
     if storage.exists(f"{sprefix}/items.parquet"):
@@ -127,7 +129,9 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
     out.append(f"  snapshot         {storage.uri(sprefix)}")
     out.append(f"  solution version {storage.uri(vprefix)}")
     out.append(f"  campaign pointer {storage.uri(f'campaigns/{campaign}.json')}")
-    out.append(f"  batch (latest)   {storage.uri(latest['prefix'])}")
+    out.append(
+        f"  batch (latest)   {storage.uri(latest['prefix']) if latest else '(no batch yet)'}"
+    )
     out.append("")
     training = training_lines(version)
     if training:
@@ -142,8 +146,9 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
         out.append("")
         out.append(f"Latest gate decision ({decision['logical_date'][:10]}, {decision['mode']})")
         out.append(f"  {decision['version_id']}: {verdict}: {decision['reason']}")
-    out.append("")
-    out += _sample_users(storage, latest, sprefix, titles, n_users)
+    if latest:
+        out.append("")
+        out += _sample_users(storage, latest, sprefix, titles, n_users)
     return "\n".join(out)
 
 
