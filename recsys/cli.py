@@ -13,11 +13,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recsys import __version__, pipeline
-from recsys.errors import NotFoundError, RecsysError
-from recsys.storage import Storage, json_dumps
+from recsys import __version__
+from recsys.errors import ConfigError, NotFoundError, RecsysError
+
+if TYPE_CHECKING:  # pipeline and storage load numpy/pandas: imported when a command runs
+    from recsys.storage import Storage
 
 
 def _add_date(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,21 @@ def _add_date(p: argparse.ArgumentParser) -> None:
         required=True,
         help="logical date (ISO date or datetime, UTC): what 'as of' means for this run",
     )
+
+
+def _add_campaign_name(p: argparse.ArgumentParser) -> None:
+    """``campaign status NAME`` or ``campaign status --campaign NAME``, as other commands."""
+    p.add_argument("campaign", nargs="?", help="campaign name")
+    p.add_argument("--campaign", dest="campaign_flag", metavar="CAMPAIGN", help="same as NAME")
+
+
+def _campaign_name(args: argparse.Namespace) -> str:
+    pos, flag = args.campaign, args.campaign_flag
+    if pos and flag and pos != flag:
+        raise ConfigError(f"two campaign names given: {pos!r} and --campaign {flag!r}")
+    if not (pos or flag):
+        raise ConfigError(f"campaign {args.campaign_command}: give the campaign NAME")
+    return pos or flag
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="campaign_command", required=True)
     for name, text in (("status", "what is live"), ("history", "every deployment")):
         cp = csub.add_parser(name, help=text)
-        cp.add_argument("campaign")
+        _add_campaign_name(cp)
     cp = csub.add_parser("rollback", help="put an earlier deployment back live")
-    cp.add_argument("campaign")
+    _add_campaign_name(cp)
     cp.add_argument("--to", dest="to_version", help="version id (default: the previous one)")
 
     p = sub.add_parser("filter", help="check a filter expression (Personalize syntax)")
@@ -136,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> Any:
+    from recsys import pipeline
+    from recsys.storage import Storage
+
     storage = Storage(args.storage) if args.storage else Storage()
     cmd = args.command
     if cmd == "import":
@@ -213,11 +233,12 @@ def run(args: argparse.Namespace) -> Any:
         print(campaign_report(storage, args.campaign, args.users))
         return None
     if cmd == "campaign":
+        campaign = _campaign_name(args)
         if args.campaign_command == "status":
-            return pipeline.status(args.campaign, storage)
+            return pipeline.status(campaign, storage)
         if args.campaign_command == "rollback":
-            return pipeline.rollback_campaign(args.campaign, args.to_version, storage)
-        return pipeline.history(args.campaign, storage)
+            return pipeline.rollback_campaign(campaign, args.to_version, storage)
+        return pipeline.history(campaign, storage)
     raise AssertionError(cmd)
 
 
@@ -247,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     if result is not None:
+        from recsys.storage import json_dumps
+
         sys.stdout.write(json_dumps(result))
     return 0
 

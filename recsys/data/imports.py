@@ -451,7 +451,7 @@ def _over_threshold(group: DatasetGroup, parsed, quarantine: list[_Quarantine]) 
                 "reject": q.first,
                 "message": f"{rejected} of {records} {dtype} records rejected "
                 f"({100 * rejected / records:.2f}%), above the dataset group's "
-                f"{' and '.join(limits)} (validation: in configs/dataset_groups/{group.name})",
+                f"{' and '.join(limits)} (validation: in configs/dataset_groups/{group.name}.yaml)",
             }
         )
     return failures
