@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-group", required=True)
     _add_date(p)
     p.add_argument("--mode", choices=["FULL", "INCREMENTAL"], default="FULL")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="LOCATION",
+        help="land these CSVs first (a file, folder or prefix; local or s3://), dated so that "
+        "this import sees them (Personalize's import job dataLocation)",
+    )
+    p.add_argument(
+        "--type",
+        dest="dataset_type",
+        choices=["interactions", "items", "users"],
+        help="the dataset type of the --from files (default: from each file's name)",
+    )
 
     p = sub.add_parser("validate", help="validate a snapshot (minimum data, columns, types)")
     p.add_argument("--dataset-group", required=True)
@@ -159,7 +172,11 @@ def run(args: argparse.Namespace) -> Any:
     storage = Storage(args.storage) if args.storage else Storage()
     cmd = args.command
     if cmd == "import":
-        return pipeline.import_datasets(args.dataset_group, args.date, args.mode, storage)
+        from recsys.data.landing import import_from
+
+        return import_from(
+            storage, args.dataset_group, args.date, args.mode, args.source, args.dataset_type
+        )
     if cmd == "validate":
         return pipeline.validate(args.dataset_group, args.snapshot, args.solution, storage)
     if cmd == "train":
