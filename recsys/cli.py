@@ -158,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_campaign_name(cp)
     cp.add_argument("--to", dest="to_version", help="version id (default: the previous one)")
 
+    p = sub.add_parser("dataset-group", help="create a dataset group from Personalize schemas")
+    gsub = p.add_subparsers(dest="group_command", required=True)
+    gp = gsub.add_parser("create", help="write configs/dataset_groups/NAME.yaml")
+    gp.add_argument("--name", required=True)
+    for dtype in ("interactions", "items", "users"):
+        gp.add_argument(f"--{dtype}-schema", metavar="FILE", help="Personalize schema JSON")
+    gp.add_argument("--event-types", help="comma-separated event types (default: any)")
+    gp.add_argument("--force", action="store_true", help="replace an existing dataset group")
+
     p = sub.add_parser("filter", help="check a filter expression (Personalize syntax)")
     fsub = p.add_subparsers(dest="filter_command", required=True)
     fp = fsub.add_parser("check", help="parse an expression; exit 2 with the error position")
@@ -215,6 +224,12 @@ def run(args: argparse.Namespace) -> Any:
         )
     if cmd == "run":
         return pipeline.run_nightly(args.campaign, args.date, args.mode, storage, args.deploy)
+    if cmd == "dataset-group":
+        from recsys.personalize_schema import create_dataset_group
+
+        files = {t: getattr(args, f"{t}_schema") for t in ("interactions", "items", "users")}
+        events = [e.strip() for e in (args.event_types or "").split(",") if e.strip()]
+        return create_dataset_group(args.name, files, events, force=args.force)
     if cmd == "filter":
         from recsys.filters import Filter
 
