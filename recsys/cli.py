@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["interactions", "items", "users"],
         help="the dataset type of the --from files (default: from each file's name)",
     )
+    p.add_argument(
+        "--land-only",
+        action="store_true",
+        help="only land the --from files (e.g. for the 2-hourly update to import)",
+    )
 
     p = sub.add_parser("validate", help="validate a snapshot (minimum data, columns, types)")
     p.add_argument("--dataset-group", required=True)
@@ -184,7 +189,13 @@ def run(args: argparse.Namespace) -> Any:
         from recsys.data.landing import import_from
 
         return import_from(
-            storage, args.dataset_group, args.date, args.mode, args.source, args.dataset_type
+            storage,
+            args.dataset_group,
+            args.date,
+            args.mode,
+            args.source,
+            args.dataset_type,
+            land_only=args.land_only,
         )
     if cmd == "validate":
         return pipeline.validate(args.dataset_group, args.snapshot, args.solution, storage)

@@ -276,8 +276,10 @@ def import_from(
     mode: str,
     source: str | None,
     dataset_type: str | None = None,
+    land_only: bool = False,
 ) -> dict[str, Any]:
-    """``recsys import``: land ``source`` (if given), then import FULL or INCREMENTAL."""
+    """``recsys import``: land ``source`` (if given), then import FULL or INCREMENTAL
+    (``land_only``: leave the import to the next run, e.g. the 2-hourly update)."""
     from recsys import pipeline
 
     check_name("dataset group", dataset_group)
@@ -285,8 +287,10 @@ def import_from(
     if source is not None:
         group = DatasetGroup.load(dataset_group)
         landed = land(storage, group, logical_date, source, dataset_type)
-    elif dataset_type is not None:
-        raise ConfigError("--type applies to the files of --from; give --from too")
+    elif dataset_type is not None or land_only:
+        raise ConfigError("--type and --land-only apply to the files of --from; give --from")
+    if land_only:
+        return {"dataset_group": dataset_group, "landed": landed}
     out = pipeline.import_datasets(dataset_group, logical_date, mode, storage)
     if landed:
         out["landed"] = landed

@@ -91,6 +91,26 @@ def test_incremental_import_from_a_file(tmp_path, synthetic_data, capsys):
     assert inc["landed"][0]["drop_date"] == str(d2 - timedelta(days=1))
 
 
+def test_land_only_leaves_the_import_to_the_next_run(tmp_path, synthetic_data, capsys):
+    """New items during the day: landed now, imported by the next (update or nightly) run."""
+    from recsys.data.imports import pending_files
+
+    store = str(tmp_path / "store")
+    _export(synthetic_data, tmp_path / "export")
+    date = _day_after_last(synthetic_data)
+    code, out, err = _cli(capsys, store, "import", "--dataset-group", "synthetic",
+                          "--date", f"{date}T10:00", "--from", str(tmp_path / "export"),
+                          "--land-only")  # fmt: skip
+    assert code == 0, err
+    assert "snapshot_id" not in out and len(out["landed"]) == 2
+    assert not Storage(store).find("datasets")  # nothing imported
+    pending = pending_files(Storage(store), "synthetic", f"{date}T12:00")
+    assert pending["files"]["items"] == [e["key"] for e in out["landed"] if "items" in e["key"]]
+    code, _, err = _cli(capsys, store, "import", "--dataset-group", "synthetic",
+                        "--date", str(date), "--land-only")  # fmt: skip
+    assert code == 2 and "give --from" in err
+
+
 def test_type_from_flag_and_names_that_say_nothing(tmp_path, synthetic_data, capsys):
     store = str(tmp_path / "store")
     # a name with characters that must not reach a key, and that names no dataset type
