@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--event-types", help="comma-separated event types (default: any)")
     gp.add_argument("--force", action="store_true", help="replace an existing dataset group")
 
+    p = sub.add_parser("gc", help="delete old outputs nothing points at (dry run by default)")
+    p.add_argument("--keep-days", type=float, default=30.0, help="keep what is newer (30)")
+    p.add_argument("--keep-versions", type=int, default=3, help="newest N of each kind (3)")
+    p.add_argument(
+        "--grace-hours", type=float, default=24.0, help="incomplete and newer = running (24)"
+    )
+    p.add_argument("--apply", action="store_true", help="delete (default: report only)")
+
     p = sub.add_parser("filter", help="check a filter expression (Personalize syntax)")
     fsub = p.add_subparsers(dest="filter_command", required=True)
     fp = fsub.add_parser("check", help="parse an expression; exit 2 with the error position")
@@ -235,6 +243,11 @@ def run(args: argparse.Namespace) -> Any:
         )
     if cmd == "run":
         return pipeline.run_nightly(args.campaign, args.date, args.mode, storage, args.deploy)
+    if cmd == "gc":
+        from recsys.retention import KeepRules, gc
+
+        rules = KeepRules(args.keep_days, args.keep_versions, args.grace_hours)
+        return gc(storage, rules, apply=args.apply)
     if cmd == "dataset-group":
         from recsys.personalize_schema import create_dataset_group
 
