@@ -48,12 +48,14 @@ class KeepRules:
     grace_hours: float = 24.0
 
     def __post_init__(self) -> None:
-        if not self.days >= 1:
-            raise ConfigError(f"gc: --keep-days must be at least 1, got {self.days:g}")
-        if not int(self.versions) >= 1:
+        if not 1 <= self.days <= 36_500:
+            raise ConfigError(f"gc: --keep-days must be within 1..36500, got {self.days:g}")
+        if not 1 <= int(self.versions) <= 1_000_000:
             raise ConfigError(f"gc: --keep-versions must be at least 1, got {self.versions}")
-        if not self.grace_hours >= 0:
-            raise ConfigError(f"gc: --grace-hours must be >= 0, got {self.grace_hours:g}")
+        if not 0 <= self.grace_hours <= 24 * 36_500:
+            raise ConfigError(
+                f"gc: --grace-hours must be within 0..876000, got {self.grace_hours:g}"
+            )
 
 
 @dataclass

@@ -126,7 +126,7 @@ def test_gc_from_the_command_line(tmp_path, synthetic_data, capsys):
     assert out["dry_run"] is True and out["delete"] == []
     assert {w["running_batch"], w["dead_version"]} <= _prefixes(out, "keep")
     assert main(["--storage", store, "gc", "--keep-days", "0"]) == 2
-    assert "--keep-days must be at least 1" in capsys.readouterr().err
+    assert "--keep-days must be within 1..36500" in capsys.readouterr().err
     assert main(["--storage", store, "gc", "--keep-versions", "0", "--apply"]) == 2
     capsys.readouterr()
     assert main(["--storage", store, "gc", "--grace-hours", "0", "--apply"]) == 0
@@ -141,3 +141,6 @@ def test_keep_rules_are_checked():
         KeepRules(days=0.5)
     with pytest.raises(ConfigError, match="grace-hours"):
         KeepRules(grace_hours=-1)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="keep-days"):
+            KeepRules(days=bad)

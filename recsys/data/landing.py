@@ -59,12 +59,16 @@ def check_name(kind: str, name: str) -> str:
 
 def drop_date_for(logical_date: Any) -> date:
     """The drop date an import as of ``logical_date`` sees: the day before its own day."""
-    return as_utc(logical_date).date() - timedelta(days=1)
+    day = as_utc(logical_date).date()
+    if day == date.min:
+        raise ConfigError(f"--date {logical_date!r}: no day before it to date the drop")
+    return day - timedelta(days=1)
 
 
 def visible_from(drop: date) -> datetime:
     """When a drop ``dt=drop`` becomes visible: the end of its day (UTC)."""
-    return datetime(drop.year, drop.month, drop.day, tzinfo=UTC) + timedelta(days=1)
+    start = datetime(drop.year, drop.month, drop.day, tzinfo=UTC)
+    return datetime.max.replace(tzinfo=UTC) if drop == date.max else start + timedelta(days=1)
 
 
 def infer_type(name: str) -> str | None:
@@ -226,7 +230,10 @@ def _already_landed(storage: Storage, prefix: str, sha: str, drop: date) -> str 
         if not key.endswith(suffix):
             continue
         d = _drop_of(key)
-        visible = d is None or date.fromisoformat(d) <= drop
+        try:
+            visible = d is None or date.fromisoformat(d) <= drop
+        except ValueError:
+            continue
         if visible and storage.checksum(key)[0] == sha:
             return key
     return None
@@ -245,7 +252,10 @@ def not_yet_visible(
             d = _drop_of(key)
             if not key.lower().endswith(".csv") or d is None:
                 continue
-            when = visible_from(date.fromisoformat(d))
+            try:
+                when = visible_from(date.fromisoformat(d))
+            except ValueError:  # not a calendar date: the import itself says so
+                continue
             if when > as_of:
                 out.append(
                     {
