@@ -204,3 +204,19 @@ def test_import_from_s3_on_the_real_server(s3_server, s3_storage, synthetic_data
         assert entry["source"].startswith(f"s3://recsys-test/{src}/")
         assert f"/dt={drop}/" in entry["key"]
         assert s3_storage.exists(entry["key"])
+
+
+def test_import_from_a_local_file_into_s3_storage(s3_storage, synthetic_data, tmp_path):
+    from recsys.data.landing import import_from
+
+    inter = _export(synthetic_data, tmp_path / "export")
+    date = _day_after_last(synthetic_data)
+    src = str(tmp_path / "export" / "interactions.csv")
+    out = import_from(s3_storage, "synthetic", date.isoformat(), "FULL", src)
+    assert out["rows"] == {"interactions": len(inter)}
+    (entry,) = out["landed"]
+    assert entry["source"] == src
+    assert (
+        s3_storage.read_bytes(entry["key"])
+        == (tmp_path / "export" / "interactions.csv").read_bytes()
+    )
