@@ -87,9 +87,7 @@ def decision_split(
     n_p = max(1, int(round(personalize_fraction * len(eligible_all)))) if len(eligible_all) else 0
     in_p = np.zeros(data.n_users, dtype=bool)
     in_p[rng.choice(eligible_all, size=n_p, replace=False)] = True
-    n_truth = np.where(
-        in_p, np.maximum(1, np.floor(truth_fraction * counts).astype(np.int64)), 1
-    )
+    n_truth = np.where(in_p, np.maximum(1, np.floor(truth_fraction * counts).astype(np.int64)), 1)
     eligible = counts >= 2
     is_truth_row = rank >= counts[user_codes] - n_truth[user_codes]
     if cutoff is not None:
