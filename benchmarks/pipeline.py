@@ -67,18 +67,28 @@ def run(
     ver = stage(
         "train",
         lambda: pipeline.train(
-            solution, imp["snapshot_id"], date, "FULL", overrides, storage=storage
+            solution,
+            imp["snapshot_id"],
+            date,
+            "FULL",
+            overrides,
+            storage=storage,
+            campaign=campaign,
         ),
-        lambda r: r["recipe"],
+        lambda r: f"{r['recipe']}, stopped by {(r.get('training') or {}).get('stop_reason')}",
     )
     ev = stage(
-        "evaluate (Personalize split, retrains)",
-        lambda: pipeline.evaluate(solution, ver["version_id"], storage),
+        "evaluate (challenger, champion, popularity served on one holdout)",
+        lambda: pipeline.evaluate(campaign, ver["version_id"], storage),
+        lambda r: f"{r['holdout_users']} users",
     )
-    stage(
-        "deploy",
-        lambda: pipeline.deploy_campaign(campaign, ver["version_id"], date, storage=storage),
+    gate = stage(
+        "deploy (gate)",
+        lambda: pipeline.promote_version(campaign, ver["version_id"], date, True, "auto", storage),
+        lambda r: ("deployed" if r["deployed"] else "not deployed") + f": {r['reason'][:80]}",
     )
+    if not gate["deployed"]:  # measure the batch all the same
+        pipeline.deploy_campaign(campaign, ver["version_id"], date, force=True, storage=storage)
     stage(
         "batch (all users, top 25)",
         lambda: pipeline.batch(campaign, date, ver["version_id"], storage=storage),
@@ -94,8 +104,8 @@ def table(rows, metrics, data_dir: str) -> str:
         share = "" if name.startswith("load") else f"{100 * s / total:.0f}%"
         out.append(f"| {name} | {s:.3f} | {share} | {note} |")
     out.append(f"| **pipeline total** (replay → batch) | **{total:.3f}** | | |")
-    out += ["", "| metric (Personalize protocol) | value |", "|---|---|"]
-    out += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+    out += ["", "| metric (decision holdout, served) | value |", "|---|---|"]
+    out += [f"| {k} | {v:.4f} |" for k, v in (metrics or {}).items()]
     return "\n".join(out)
 
 

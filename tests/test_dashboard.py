@@ -45,6 +45,17 @@ def test_campaign_view_after_two_nights_and_a_rollback(local_storage, landed):
     assert [v["version_id"] for v in view["versions"]] == [v1, v2]
     assert [v["live"] for v in view["versions"]] == [True, False]
     assert view["versions"][1]["metrics"]["coverage"] == second["metrics"]["coverage"]
+    # The live version's evaluation side by side (popularity-count: challenger and baseline),
+    # the training's stop, and the latest gate decision, in the data and on the page.
+    ev = view["live"]["evaluation"]
+    assert set(ev["arms"]) == {"challenger", "baseline"}  # v1 was the first deployment
+    nd = ev["arms"]["challenger"]["metrics"]["normalized_discounted_cumulative_gain_at_10"]
+    assert nd["low"] <= nd["mean"] <= nd["high"] and nd["n"] == ev["n"] > 0
+    assert view["live"]["training"]["stop_reason"] == "closed_form"
+    assert view["decision"]["version_id"] == v2 and view["decision"]["mode"] == "force"
+    page = dashboard.render_html(dashboard.overview(local_storage))
+    assert "Evaluation when trained" in page and "Latest gate decision" in page
+    assert "HR@10: share of users" in page
     # The batch: the pointer's batch (the second night's: the rollback itself made none).
     latest = local_storage.read_json(latest_key(CAMPAIGN))
     batch = view["batch"]
