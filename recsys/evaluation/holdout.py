@@ -10,7 +10,9 @@ user-personalization from popularity-count apart (docs/BENCHMARKS.md). So every 
   prediction, the research protocol's truth): nine times Personalize's users, and the truth a
   sequential model is asked for. The gate decides on it.
 
-Both groups' truth is left out of the one training part. When a live version (the champion) exists,
+Both groups' truth is left out of the one training part. On large data the groups are
+capped (``MAX_DECISION_USERS``, ``MAX_PERSONALIZE_USERS``; a seeded sample), so the evaluation
+stays a few seconds and the intervals' memory bounded. When a live version (the champion) exists,
 only truth the champion has **not** trained on counts: every truth interaction must be newer
 than the champion's training data (``cutoff``, its newest TIMESTAMP). Otherwise the champion
 would be scored on interactions it learned as targets, and would look better than any
@@ -28,6 +30,12 @@ from recsys.data.dataset import Dataset
 
 TRUTH_FRACTION = 0.1
 PERSONALIZE_FRACTION = 0.1
+#: At most this many decision users (a seeded sample of the eligible): 20,000 users decide
+#: differences of a fraction of a percent, and the evaluation serves them three times; the
+#: rest keep their newest interaction in the training part.
+MAX_DECISION_USERS = 20_000
+#: At most this many of Personalize's users (10% of the eligible up to this).
+MAX_PERSONALIZE_USERS = 5_000
 
 
 @dataclass
@@ -85,10 +93,14 @@ def decision_split(
     eligible_all = np.flatnonzero(counts >= 2)
     rng = np.random.default_rng(seed)
     n_p = max(1, int(round(personalize_fraction * len(eligible_all)))) if len(eligible_all) else 0
+    n_p = min(n_p, MAX_PERSONALIZE_USERS)
+    drawn = rng.permutation(eligible_all)
     in_p = np.zeros(data.n_users, dtype=bool)
-    in_p[rng.choice(eligible_all, size=n_p, replace=False)] = True
+    in_p[drawn[:n_p]] = True
+    capped = np.zeros(data.n_users, dtype=bool)  # eligible users in neither group
+    capped[drawn[n_p + MAX_DECISION_USERS :]] = True
     n_truth = np.where(in_p, np.maximum(1, np.floor(truth_fraction * counts).astype(np.int64)), 1)
-    eligible = counts >= 2
+    eligible = (counts >= 2) & ~capped
     is_truth_row = rank >= counts[user_codes] - n_truth[user_codes]
     if cutoff is not None:
         ts = data.interactions["TIMESTAMP"].to_numpy(dtype=np.float64)

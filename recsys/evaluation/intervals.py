@@ -46,7 +46,9 @@ def bootstrap_counts(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.nd
     rng = np.random.default_rng(seed)
     if n == 0:
         return np.zeros((resamples, 0))
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+    # float32 counts (exact up to 2**24): 1,000 draws of the capped holdout's 20,000 users
+    # are 80 MB (recsys.evaluation.holdout caps the users)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float32)
 
 
 def interval(values: np.ndarray, counts: np.ndarray, level: float = LEVEL) -> Interval:
@@ -56,27 +58,35 @@ def interval(values: np.ndarray, counts: np.ndarray, level: float = LEVEL) -> In
     if n == 0:
         nan = float("nan")
         return Interval(nan, nan, nan, 0)
-    means = counts @ values / n
+    return _interval(values, counts @ values / n, level)
+
+
+def _interval(values: np.ndarray, means: np.ndarray, level: float) -> Interval:
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     mean = float(values.mean())
     # float error can put a constant's draws a hair off its mean: keep low <= mean <= high
-    return Interval(mean, min(float(low), mean), max(float(high), mean), n)
+    return Interval(mean, min(float(low), mean), max(float(high), mean), len(values))
 
 
 def intervals(
     per_user: dict[str, np.ndarray], counts: np.ndarray, level: float = LEVEL
 ) -> dict[str, Interval]:
-    """:func:`interval` of every metric in ``per_user`` under the same draws."""
-    return {name: interval(v, counts, level) for name, v in per_user.items()}
+    """:func:`interval` of every metric in ``per_user`` under the same draws (one matmul)."""
+    names = list(per_user)
+    if not names or counts.shape[1] == 0:
+        return {name: interval(per_user[name], counts, level) for name in names}
+    values = np.stack([np.asarray(per_user[n], dtype=np.float64) for n in names], axis=1)
+    means = counts @ values / len(values)
+    return {n: _interval(values[:, j], means[:, j], level) for j, n in enumerate(names)}
 
 
 def paired(
     a: dict[str, np.ndarray], b: dict[str, np.ndarray], counts: np.ndarray, level: float = LEVEL
 ) -> dict[str, Interval]:
     """Per-user differences a − b of every metric both have (same users, same order)."""
-    return {
-        name: interval(np.asarray(a[name]) - np.asarray(b[name]), counts, level)
-        for name in a
-        if name in b
-    }
+    return intervals(
+        {name: np.asarray(a[name]) - np.asarray(b[name]) for name in a if name in b},
+        counts,
+        level,
+    )

@@ -61,3 +61,14 @@ def test_with_a_champion_only_truth_newer_than_its_data_counts():
     assert data_cutoff(d) == float(ts.max())
     _, none = decision_split(d, cutoff=float(ts.max()), seed=1)
     assert len(none.users) == 0 and none.personalize.sum() == 0
+
+
+def test_large_data_is_capped_and_the_rest_stays_in_training(monkeypatch):
+    import recsys.evaluation.holdout as holdout_module
+
+    monkeypatch.setattr(holdout_module, "MAX_DECISION_USERS", 40)
+    monkeypatch.setattr(holdout_module, "MAX_PERSONALIZE_USERS", 5)
+    d = data()
+    train, holdout = decision_split(d, seed=1)
+    assert (~holdout.personalize).sum() == 40 and holdout.personalize.sum() == 5
+    assert len(train.interactions) == len(d.interactions) - sum(len(t) for t in holdout.truth)
