@@ -274,9 +274,12 @@ def run_nightly(
         campaign, ver["version_id"], logical_date, val["passed"], deploy_mode, storage
     )
     own = dep["deployed"] or dep["reason"] in ("already live", "live version is newer")
-    out = batch(
-        campaign, logical_date, version_id=ver["version_id"] if own else None, storage=storage
-    )
+    if not own and not dep.get("live"):  # nothing is live: no batch to write (the DAG skips)
+        out: dict[str, Any] = {"skipped": True, "reason": f"nothing is live: {dep['reason']}"}
+    else:
+        out = batch(
+            campaign, logical_date, version_id=ver["version_id"] if own else None, storage=storage
+        )
     return {"import": imp, "version": ver, "metrics": ev["metrics"], "deploy": dep, "batch": out}
 
 

@@ -106,6 +106,10 @@ def latest_decision(storage: Storage, campaign: str) -> dict[str, Any] | None:
 
 
 def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
+    from recsys.campaigns import campaign_key
+
+    if not storage.exists(campaign_key(campaign)):
+        return _nothing_live(storage, campaign)
     state = campaign_state(storage, campaign)
     live = state["live"]
     version = read_version(storage, state["solution"], live["version_id"])
@@ -150,6 +154,31 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
         out.append("")
         out += _sample_users(storage, latest, sprefix, titles, n_users)
     return "\n".join(out)
+
+
+def _nothing_live(storage: Storage, campaign: str) -> str:
+    """Never deployed: why not (the latest gate decision and the numbers it saw)."""
+    from recsys.errors import NotFoundError
+
+    decision = latest_decision(storage, campaign)
+    if decision is None:
+        raise NotFoundError(f"campaign {campaign!r} has never been deployed nor decided")
+    from recsys.config import CampaignConfig
+
+    solution = CampaignConfig.load(campaign).solution
+    key = f"{version_prefix(solution, decision['version_id'])}/metrics.json"
+    evaluation = storage.read_json(key) if storage.exists(key) else None
+    return "\n".join(
+        [
+            f"campaign {campaign}: nothing is live yet",
+            "",
+            f"Latest gate decision ({decision['logical_date'][:10]}, {decision['mode']})",
+            f"  {decision['version_id']}: not deployed: {decision['reason']}",
+            "",
+            f"Evaluation of {decision['version_id']}",
+            *evaluation_lines(evaluation),
+        ]
+    )
 
 
 def _sample_users(

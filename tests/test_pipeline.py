@@ -142,3 +142,14 @@ def test_interrupted_batch_is_redone_and_latest_only_then_moves(local_storage, l
 def test_campaign_status_of_unknown_campaign(local_storage):
     with pytest.raises(NotFoundError, match="never been deployed"):
         pipeline.status("synthetic", local_storage)
+
+
+def test_a_refused_first_deployment_writes_no_batch_and_the_report_says_why(local_storage, landed):
+    from recsys.report import campaign_report
+
+    out = pipeline.run_nightly(CAMPAIGN, after(landed), storage=local_storage, deploy_mode="block")
+    assert not out["deploy"]["deployed"] and out["batch"]["skipped"]
+    assert not local_storage.exists(latest_key(CAMPAIGN))
+    text = campaign_report(local_storage, CAMPAIGN)
+    assert "nothing is live yet" in text and "blocked by the deploy param" in text
+    assert "NDCG@10" in text  # the evaluation it saw
