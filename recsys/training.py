@@ -9,6 +9,7 @@ model is kept under ``evaluated/`` for the evaluation to score, and then the rec
 to the whole snapshot by :meth:`~recsys.recipes.base.Recipe.refit` (user-personalization
 continues from the best weights for ``final_epochs``; closed-form recipes refit). The served
 model is the refitted one; ``version.json`` records both stops and the holdout it used.
+
 The version id is ``{logical date}-{digest of snapshot, solution config, mode, code version}``:
 a rerun with the same inputs finds the complete version and does not train again.
 """
