@@ -3,11 +3,13 @@
 from recsys.errors import ConfigError
 from recsys.recipes.base import FORMAT_VERSION, Recipe, TrainingOptions, load_model
 from recsys.recipes.popularity import PopularityCount
+from recsys.recipes.similar_items import SimilarItems
 from recsys.recipes.sims import Sims
 from recsys.recipes.user_personalization import PersonalizedRanking, UserPersonalization
 
 RECIPES: dict[str, type[Recipe]] = {
-    r.name: r for r in (PopularityCount, Sims, UserPersonalization, PersonalizedRanking)
+    r.name: r
+    for r in (PopularityCount, Sims, UserPersonalization, PersonalizedRanking, SimilarItems)
 }
 
 
@@ -25,6 +27,7 @@ __all__ = [
     "RECIPES",
     "PersonalizedRanking",
     "PopularityCount",
+    "SimilarItems",
     "Sims",
     "UserPersonalization",
     "Recipe",
