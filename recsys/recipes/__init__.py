@@ -5,11 +5,19 @@ from recsys.recipes.base import FORMAT_VERSION, Recipe, TrainingOptions, load_mo
 from recsys.recipes.popularity import PopularityCount
 from recsys.recipes.similar_items import SimilarItems
 from recsys.recipes.sims import Sims
+from recsys.recipes.trending import TrendingNow
 from recsys.recipes.user_personalization import PersonalizedRanking, UserPersonalization
 
 RECIPES: dict[str, type[Recipe]] = {
     r.name: r
-    for r in (PopularityCount, Sims, UserPersonalization, PersonalizedRanking, SimilarItems)
+    for r in (
+        PopularityCount,
+        Sims,
+        UserPersonalization,
+        PersonalizedRanking,
+        SimilarItems,
+        TrendingNow,
+    )
 }
 
 
@@ -32,6 +40,7 @@ __all__ = [
     "UserPersonalization",
     "Recipe",
     "TrainingOptions",
+    "TrendingNow",
     "get_recipe",
     "load_model",
 ]
