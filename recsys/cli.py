@@ -90,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shards", type=int, default=1, help="split the users into N parts")
 
+    for kind, text in (
+        ("related-items", "related items per input itemId (similar-items / sims solutions)"),
+        ("segments", "batch segment job: the users most likely to like each input itemId"),
+    ):
+        p = sub.add_parser(kind, help=text)
+        p.add_argument("--campaign", required=True)
+        _add_date(p)
+        p.add_argument("--version-id", help="default: the campaign's live version")
+        p.add_argument("--num-results", type=int, help="items (users for segments) per line")
+        p.add_argument(
+            "--input",
+            help='{"itemId": ...} JSON lines: a local file (uploaded under batch-inputs/) or a '
+            "key under the storage root; default: every item of the model",
+        )
+
     p = sub.add_parser("run", help="the whole nightly pipeline in this process (no Airflow)")
     p.add_argument("--campaign", required=True)
     _add_date(p)
@@ -175,6 +190,18 @@ def run(args: argparse.Namespace) -> Any:
             input_key=_input_key(storage, args.input),
             filter_expression=args.filter,
             filter_values=args.filter_values,
+        )
+    if cmd in ("related-items", "segments"):
+        from recsys.inference.item_jobs import item_job
+
+        return item_job(
+            storage,
+            cmd,
+            args.campaign,
+            args.date,
+            version_id=args.version_id,
+            num_results=args.num_results,
+            input_key=_input_key(storage, args.input),
         )
     if cmd == "run":
         return pipeline.run_nightly(args.campaign, args.date, args.mode, storage, args.deploy)

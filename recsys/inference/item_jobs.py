@@ -167,6 +167,39 @@ def run_item_job(
     return manifest
 
 
+def item_job(
+    storage: Storage,
+    kind: str,
+    campaign: str,
+    logical_date: Any,
+    *,
+    version_id: str | None = None,
+    num_results: int | None = None,
+    input_key: str | None = None,
+) -> dict[str, Any]:
+    """The CLI's ``related-items`` / ``segments``: run the job, return where it is."""
+    from recsys.ids import as_utc
+
+    manifest = run_item_job(
+        storage,
+        CampaignConfig.load(campaign),
+        kind,
+        as_utc(logical_date).isoformat(),
+        version_id=version_id,
+        num_results=num_results,
+        input_key=input_key,
+    )
+    return {
+        "campaign": campaign,
+        "kind": kind,
+        "job_id": manifest["job_id"],
+        "version_id": manifest["version_id"],
+        "items": manifest["items"],
+        "errors": manifest["errors"],
+        "uri": storage.uri(f"{job_root(kind, campaign)}/{manifest['job_id']}"),
+    }
+
+
 def advance_latest_kind(
     storage: Storage, kind: str, campaign: str, manifest: dict, prefix: str, logical_date: str
 ) -> bool:

@@ -2,6 +2,7 @@
 
 from recsys.errors import ConfigError
 from recsys.recipes.base import FORMAT_VERSION, Recipe, TrainingOptions, load_model
+from recsys.recipes.item_affinity import ItemAffinity
 from recsys.recipes.popularity import PopularityCount
 from recsys.recipes.similar_items import SimilarItems
 from recsys.recipes.sims import Sims
@@ -17,6 +18,7 @@ RECIPES: dict[str, type[Recipe]] = {
         PersonalizedRanking,
         SimilarItems,
         TrendingNow,
+        ItemAffinity,
     )
 }
 
@@ -32,6 +34,7 @@ def get_recipe(name: str) -> type[Recipe]:
 
 __all__ = [
     "FORMAT_VERSION",
+    "ItemAffinity",
     "RECIPES",
     "PersonalizedRanking",
     "PopularityCount",

@@ -171,3 +171,30 @@ def test_user_affinity_breaks_ties_by_user_order_and_keeps_seen_when_asked(
     # popularity scores every user the same: the first four users with a history
     with_history = [u for u, h in zip(data.user_ids, data.user_histories(), strict=True) if len(h)]
     assert list(users[idx[0]]) == with_history[:4]
+
+
+def test_cli_related_items_and_segments(local_storage, landed, configs, tmp_path, capsys):
+    from recsys.cli import main
+
+    root = str(local_storage.uri(""))
+    date, vid, _ = deployed(local_storage, landed, "similar")
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"itemId": "i1"}) + "\n" + json.dumps({"itemId": "zzz"}) + "\n")
+    for kind, field in (("related-items", "recommendedItems"), ("segments", "usersList")):
+        argv = ["--storage", root, kind, "--campaign", "synthetic-similar", "--date", date]
+        assert main([*argv, "--input", str(path), "--num-results", "3"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["kind"] == kind and out["version_id"] == vid
+        assert out["items"] == 2 and out["errors"] == 1
+        manifest = local_storage.read_json(
+            f"{job_root(kind, 'synthetic-similar')}/{out['job_id']}/manifest.json"
+        )
+        first = lines_of(local_storage, manifest)[0]
+        assert len(first["output"][field]) == 3
+    # a campaign never deployed: exit 4, one line; an unknown campaign: exit 2
+    argv = ["--storage", root, "segments", "--campaign", "synthetic-pop", "--date", date]
+    assert main(argv) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "never been deployed" in err[0]
+    argv = ["--storage", root, "related-items", "--campaign", "nope", "--date", date]
+    assert main(argv) == 2
