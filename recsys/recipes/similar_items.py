@@ -11,6 +11,11 @@ Two similarities, each in [0, 1], are blended per item pair::
 * ``Meta``: cosine similarity of the items' metadata bags (categorical values and hashed
   word uni/bi-grams of textual fields, :mod:`recsys.recipes.features`), IDF-weighted so a
   genre every other item has weighs little. Pairs below ``min_metadata_similarity`` count 0.
+* ``metadata_popularity_exponent`` γ (default 0): ``Meta_ij`` is multiplied by
+  ``(p_j / max p) ** γ`` (p: training interaction share) and each row rescaled to a best of
+  1, so among equally similar items the more popular come first (on ml-latest-small γ = 1
+  helped the cold queries, docs/BENCHMARKS.md); new items (p = 0) then rank last in others'
+  rows.
 * ``w_i = metadata_weight`` for an item with co-interaction neighbours and 1 for an item
   without (a cold item): its neighbours come from metadata alone.
 
@@ -50,6 +55,7 @@ class SimilarItems(Sims):
         "max_neighbours": 100,
         "metadata_weight": 0.2,
         "min_metadata_similarity": 0.1,
+        "metadata_popularity_exponent": 0.0,
     }
 
     def __init__(self, **hyperparameters: Any) -> None:
@@ -104,7 +110,20 @@ class SimilarItems(Sims):
             sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ W
         ).tocsr()
 
+    def _popular_meta(self, meta: sp.csr_matrix) -> sp.csr_matrix:
+        """Metadata similarity times the neighbour's popularity ** exponent, rows rescaled to
+        a best of 1 (0: metadata alone)."""
+        g = float(self.hyperparameters["metadata_popularity_exponent"])
+        if g == 0 or meta.nnz == 0:
+            return meta
+        n = meta.shape[1]
+        p = np.zeros(n, np.float64)
+        p[: len(self.popularity)] = self.popularity
+        scale = ((p + 1e-9) / max(float(p.max()), 1e-9)) ** g
+        return _row_max_normalised(meta @ sp.diags(scale.astype(np.float32)))
+
     def _blend(self, co: sp.csr_matrix, meta: sp.csr_matrix) -> sp.csr_matrix:
+        meta = self._popular_meta(meta)
         w = float(self.hyperparameters["metadata_weight"])
         row_w = np.where(self.has_cointeractions, w, 1.0)
         S = sp.diags(1.0 - row_w) @ co + sp.diags(row_w) @ meta
