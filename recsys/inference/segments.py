@@ -3,8 +3,13 @@ users most likely to like it, from any recipe's user × item scores.
 
 The candidates are the snapshot's users with a history the model knows (a user with nothing
 to go on has no affinity to rank). Each user's scores come from :meth:`Recipe.score` (or its
-factors), exactly what a user batch ranks by; for one item the users are ordered by that
-score, best first, ties by snapshot user order. With ``exclude_seen`` a user who already
+factors), what a user batch ranks by. Comparing users needs scores on one scale: a softmax
+model's (user-personalization, item-affinity) logits are only defined up to a per-user
+constant, so they become ``log p(item | user) + log(len(history))``: the log of the
+expected number of the user's next interactions that are this item, if a user stays as
+active as so far. Other recipes' scores (sims: summed similarities, which already grow with
+the history) are compared as they are. For one item the users are ordered by that score,
+best first, ties by snapshot user order. With ``exclude_seen`` a user who already
 interacted with the item is left out of its segment (the campaign's ``exclude_seen``).
 
 Users go in blocks (never a users × items matrix): each block scores only the requested
@@ -35,6 +40,9 @@ def user_affinity(
     """Top-``k`` users for each model item in ``items``.
 
     Returns (candidate user ids, indices len(items) × k into them (-1 = none), scores)."""
+    from recsys.recipes.user_personalization import UserPersonalization
+
+    softmax = isinstance(recipe, UserPersonalization)
     n_items = len(recipe.item_ids)
     data_to_model = recipe_index(np.asarray(recipe.item_ids, dtype=object), data.item_ids)
     histories = [data_to_model[h] for h in data.user_histories()]
@@ -54,11 +62,19 @@ def user_affinity(
         f = recipe.factors(users, hists)
         if f is not None:
             U, V, b = f
-            S = np.asarray(U, np.float32) @ np.asarray(V, np.float32)[items].T
+            full = np.asarray(U, np.float32) @ np.asarray(V, np.float32).T
             if b is not None:
-                S = S + np.asarray(b, np.float32)[items]
+                full = full + np.asarray(b, np.float32)
         else:
-            S = np.asarray(recipe.score(users, hists), np.float32)[:, items]
+            full = np.asarray(recipe.score(users, hists), np.float32)
+        if softmax:
+            full = full.astype(np.float64)
+            top = full.max(axis=1, keepdims=True)
+            lse = top + np.log(np.exp(full - top).sum(axis=1, keepdims=True))
+            activity = np.log([[len(h)] for h in hists])
+            S = (full[:, items] - lse + activity).astype(np.float32)
+        else:
+            S = full[:, items]
         S = np.where(np.isfinite(S), S, NEG_INF).astype(np.float32)
         if exclude_seen:
             for r, h in enumerate(hists):

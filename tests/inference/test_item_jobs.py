@@ -198,3 +198,30 @@ def test_cli_related_items_and_segments(local_storage, landed, configs, tmp_path
     assert len(err) == 1 and "never been deployed" in err[0]
     argv = ["--storage", root, "related-items", "--campaign", "nope", "--date", date]
     assert main(argv) == 2
+
+
+def test_softmax_logits_are_compared_as_probabilities_across_users():
+    import pandas as pd
+
+    from recsys.recipes.user_personalization import UserPersonalization
+
+    class Logits(UserPersonalization):
+        """Fixed logits: user 0's are shifted by +100 (softmax does not see a shift)."""
+
+        def score(self, users, histories):
+            table = np.array([[100.0, 105.0, 0.0], [0.0, -1.0, -50.0]], np.float32)
+            return table[np.asarray(users)]
+
+        def factors(self, users, histories):
+            return None
+
+    df = pd.DataFrame(
+        {"USER_ID": ["a", "b"], "ITEM_ID": ["z", "z"], "TIMESTAMP": [1, 2], "EVENT_TYPE": "x"}
+    )
+    data = Dataset(df, items=pd.DataFrame({"ITEM_ID": ["i0", "i1", "z"]}))
+    rec = Logits()
+    rec.item_ids, rec.user_ids = data.item_ids, data.user_ids
+    users, idx, val = user_affinity(rec, data, np.array([0]), 2)
+    # raw logits would put user a (100) first; p(i0 | a) = 0.007 < p(i0 | b) = 0.73
+    assert list(users[idx[0]]) == ["b", "a"]
+    np.testing.assert_allclose(val[0][0], -np.log1p(np.exp(-1.0)), rtol=1e-5)
