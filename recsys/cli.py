@@ -105,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
             "key under the storage root; default: every item of the model",
         )
 
+    p = sub.add_parser("hpo", help="hyperparameter optimisation of a perform_hpo solution")
+    p.add_argument("--solution", required=True)
+    p.add_argument("--snapshot", required=True)
+    _add_date(p)
+    p.add_argument(
+        "--step",
+        choices=["run", "plan", "trials", "finalize"],
+        default="run",
+        help="run = plan + trials here + finalize; start more 'trials' workers at once to run "
+        "in parallel (study database: $RECSYS_HPO_DATABASE_URL, else SQLite in local storage)",
+    )
+    p.add_argument("--worker", type=int, default=0, help="this worker's number (trials)")
+
     p = sub.add_parser("run", help="the whole nightly pipeline in this process (no Airflow)")
     p.add_argument("--campaign", required=True)
     _add_date(p)
@@ -203,6 +216,18 @@ def run(args: argparse.Namespace) -> Any:
             num_results=args.num_results,
             input_key=_input_key(storage, args.input),
         )
+    if cmd == "hpo":
+        from recsys import hpo
+
+        date = pipeline._iso(args.date)
+        where = (storage, args.solution, args.snapshot, date)
+        if args.step == "plan":
+            return hpo.plan_hpo(*where)
+        if args.step == "trials":
+            return hpo.run_trials(*where, worker=args.worker)
+        if args.step == "finalize":
+            return hpo.finalize_hpo(*where)["hpo"] | {"step": "finalize"}
+        return hpo.run_hpo(*where)
     if cmd == "run":
         return pipeline.run_nightly(args.campaign, args.date, args.mode, storage, args.deploy)
     if cmd == "filter":

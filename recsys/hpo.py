@@ -553,3 +553,33 @@ def run_hpo(
         "version_id": version["version_id"],
         "hpo": {k: v for k, v in version["hpo"].items() if k != "trials"},
     }
+
+
+def plan_for_campaign(
+    storage: Storage,
+    campaign: str,
+    logical_date: Any,
+    snapshot_id: str | None = None,
+    url: str | None = None,
+    perform: bool | None = None,
+) -> dict[str, Any]:
+    """The ``recsys_hpo`` DAG's first task: the campaign's solution on ``snapshot_id`` (default:
+    the newest validated snapshot). ``perform`` overrides the file's ``perform_hpo``; off, the
+    plan is ``{"skipped": True, "reason"}``."""
+    from recsys.config import CampaignConfig
+    from recsys.data.imports import latest_validated_snapshot
+
+    solution = CampaignConfig.load(campaign).solution
+    cfg = SolutionConfig.load(solution)
+    enabled = load_hpo(solution) is not None if perform is None else bool(perform)
+    if not enabled:
+        return {"skipped": True, "reason": f"perform_hpo is off for solution {solution!r}"}
+    if perform and load_hpo(solution) is None:
+        raise ConfigError(
+            f"solution {solution!r}: perform_hpo asked for, but the file has no "
+            "perform_hpo: true with an hpo_config"
+        )
+    snapshot_id = snapshot_id or latest_validated_snapshot(storage, cfg.dataset_group)
+    if snapshot_id is None:
+        raise NotFoundError(f"dataset group {cfg.dataset_group!r} has no validated snapshot")
+    return {"skipped": False, **plan_hpo(storage, solution, snapshot_id, logical_date, url)}

@@ -337,3 +337,24 @@ def test_perform_hpo_off_and_non_local_storage_without_a_database(local_storage,
     s3.protocol = "s3"
     with pytest.raises(ConfigError, match="RECSYS_HPO_DATABASE_URL"):
         hpo.database_url(s3)
+
+
+def test_cli_hpo_steps(local_storage, snapshot, configs, capsys):
+    from recsys.cli import main
+
+    date, sid = snapshot
+    configs(trials=3)
+    base = ["--storage", local_storage.uri(""), "hpo", "--solution", SOLUTION]
+    base += ["--snapshot", sid, "--date", date]
+    assert main([*base, "--step", "plan"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_trials"] == 3
+    assert main([*base, "--step", "trials", "--worker", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["complete"] == 3 and out["worker"] == 1 and len(out["trials"]) == 3
+    assert main(base) == 0  # run: the plan and trials are done; it finalizes
+    out = json.loads(capsys.readouterr().out)
+    assert out["hpo"]["best_trial"] in range(3) and out["version_id"]
+    # a solution without perform_hpo: exit 2 and one line
+    bad = ["--storage", local_storage.uri(""), "hpo", "--solution", "synthetic-popularity"]
+    assert main([*bad, "--snapshot", sid, "--date", date]) == 2
+    assert "perform_hpo is not true" in capsys.readouterr().err

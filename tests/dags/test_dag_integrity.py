@@ -150,3 +150,10 @@ def test_update_dag_shape(parsed):
     assert {"campaign", "refresh_batch", "targeted_refresh", "as_of", "batch_shards"} <= set(
         dag["params"]
     )
+
+
+def test_hpo_dag_shape(parsed):
+    dag = parsed["dags"]["recsys_hpo"]
+    assert dag["max_active_runs"] == 1
+    assert list(dag["tasks"]) == ["plan", "run_trials", "finalize"]
+    assert {"campaign", "snapshot_id", "perform_hpo", "hpo_conn_id", "as_of"} <= set(dag["params"])
