@@ -299,7 +299,7 @@ def study_name(solution: SolutionConfig, hpo: HpoConfig, snapshot_id: str, logic
     return f"recsys-{solution.name}-{digest}"
 
 
-def _open_study(name: str, url: str, hpo: HpoConfig, create: bool):
+def _open_study(name: str, url: str, hpo: HpoConfig, create: bool, worker: int = 0):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -316,8 +316,12 @@ def _open_study(name: str, url: str, hpo: HpoConfig, create: bool):
         grace_period=2 * hpo.trial_heartbeat_seconds,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=hpo.max_retry),
     )
+    # one seed per worker: the same seed would make parallel workers draw the same random
+    # start-up points
     sampler = optuna.samplers.TPESampler(
-        seed=hpo.seed, n_startup_trials=max(2, hpo.max_trials // 3), constant_liar=True
+        seed=hpo.seed * 1000 + worker,
+        n_startup_trials=max(2, hpo.max_trials // 3),
+        constant_liar=True,
     )
     if create:
         return optuna.create_study(
@@ -410,7 +414,7 @@ def run_trials(
     from optuna.storages import fail_stale_trials
 
     cfg, hpo, name, url = _context(storage, solution, snapshot_id, logical_date, url)
-    study = _open_study(name, url, hpo, create=False)
+    study = _open_study(name, url, hpo, create=False, worker=worker)
     data = load_training_data(storage, cfg, snapshot_id)
     split = holdout_newest(data)
     prefix = hpo_prefix(solution, name)

@@ -288,6 +288,8 @@ def test_two_workers_in_parallel_share_one_postgres_study(local_storage, snapsho
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert 8 <= len(complete) <= 9  # both may start the last one at once
     assert {t.user_attrs["worker"] for t in complete} == {0, 1}  # both did work
+    # workers draw different points (one sampler seed each)
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == len(complete)
     assert sorted(n for o in outs for n in o["trials"]) == sorted(t.number for t in complete)
     for t in complete:  # every trial's model is in storage, before it was reported
         assert local_storage.exists(f"{t.user_attrs['model_prefix']}/model.json")
