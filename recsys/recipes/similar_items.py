@@ -113,14 +113,16 @@ class SimilarItems(Sims):
     def _popular_meta(self, meta: sp.csr_matrix) -> sp.csr_matrix:
         """Metadata similarity times the neighbour's popularity ** exponent, rows rescaled to
         a best of 1 (0: metadata alone)."""
-        g = float(self.hyperparameters["metadata_popularity_exponent"])
-        if g == 0 or meta.nnz == 0:
+        if float(self.hyperparameters["metadata_popularity_exponent"]) == 0 or meta.nnz == 0:
             return meta
-        n = meta.shape[1]
-        p = np.zeros(n, np.float64)
+        p = np.zeros(meta.shape[1], np.float64)  # columns past the known items: new, p = 0
         p[: len(self.popularity)] = self.popularity
-        scale = ((p + 1e-9) / max(float(p.max()), 1e-9)) ** g
-        return _row_max_normalised(meta @ sp.diags(scale.astype(np.float32)))
+        return _row_max_normalised(meta @ sp.diags(self._popularity_scale(p)))
+
+    def _popularity_scale(self, p: np.ndarray) -> np.ndarray:
+        g = float(self.hyperparameters["metadata_popularity_exponent"])
+        top = max(float(self.popularity.max()) if len(self.popularity) else 0.0, 1e-9)
+        return (((np.asarray(p, np.float64) + 1e-9) / top) ** g).astype(np.float32)
 
     def _blend(self, co: sp.csr_matrix, meta: sp.csr_matrix) -> sp.csr_matrix:
         meta = self._popular_meta(meta)
@@ -164,8 +166,11 @@ class SimilarItems(Sims):
         if m:
             F = self._metadata_matrix(items, all_ids)
             new_rows = metadata_neighbours(F[n:], F, k, floor, self_offset=n)  # m × (n + m)
+            new_rows = self._popular_meta(new_rows)
             # the old items' side: a new item enters an old row if it is in its top k
             old_side = metadata_neighbours(F[:n], F[n:], k, floor)  # n × m
+            if float(self.hyperparameters["metadata_popularity_exponent"]):
+                old_side = old_side @ sp.diags(self._popularity_scale(np.zeros(m)))
             w = float(self.hyperparameters["metadata_weight"])
             row_w = np.where(self.has_cointeractions, w, 1.0).astype(np.float32)
             old_side = sp.diags(row_w) @ old_side

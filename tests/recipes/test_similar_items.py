@@ -109,3 +109,21 @@ def test_update_adds_new_item_with_metadata_neighbours_and_round_trips(tmp_path)
     loaded.save(storage, "r")
     again, _ = load_model(storage, "r")
     assert related_ids(again, "new-comedy") == related_ids(loaded, "new-comedy")
+
+
+def test_popularity_exponent_puts_popular_neighbours_first_among_equally_similar():
+    # "rare" and "popular" have exactly the cold item's genre; rare comes first in the
+    # catalogue, so without the exponent the tie goes to it
+    pairs = [(f"r{i}", "rare") for i in range(2)] + [(f"p{i}", "popular") for i in range(9)]
+    df = pd.DataFrame(pairs, columns=["USER_ID", "ITEM_ID"])
+    df["TIMESTAMP"] = np.arange(len(df))
+    df["EVENT_TYPE"] = "click"
+    items = pd.DataFrame({"ITEM_ID": ["rare", "popular", "cold"], "GENRES": ["Jazz"] * 3})
+    data = Dataset(df, items=items, item_schema=SCHEMA)
+    assert related_ids(fit(data), "cold") == ["rare", "popular"]
+    assert related_ids(fit(data, metadata_popularity_exponent=1.0), "cold") == ["popular", "rare"]
+    # a new item added by the update is ranked the same way
+    rec = fit(data, metadata_popularity_exponent=1.0)
+    more = pd.concat([items, pd.DataFrame({"ITEM_ID": ["new"], "GENRES": ["Jazz"]})])
+    rec.add_items(np.array(["new"], dtype=object), more, NewItemOptions())
+    assert related_ids(rec, "new")[:2] == ["popular", "rare"]
