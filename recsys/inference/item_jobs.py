@@ -285,3 +285,49 @@ def related_lines(recipe: Recipe, requests: list[ItemRequest], k: int) -> list[s
 
 def error_line(inp: Any, error: str) -> str:
     return json.dumps({"input": inp, "output": None, "error": error}, ensure_ascii=False)
+
+
+def configured_jobs(campaign: str) -> dict[str, dict[str, Any]]:
+    """The campaign file's ``item_jobs:`` section: which item-keyed jobs follow its batch::
+
+    item_jobs:
+      related-items: {num_results: 25}                  # every item of the model
+      segments: {input: batch-inputs/items.jsonl, num_results: 100}
+    """
+    from recsys.config import load_config_file
+
+    raw = load_config_file("campaigns", campaign).get("item_jobs") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"campaign {campaign!r}: item_jobs must be a mapping")
+    out = {}
+    for kind, options in raw.items():
+        if kind not in KINDS:
+            raise ConfigError(
+                f"campaign {campaign!r}: item_jobs: unknown kind {kind!r} (known: {KINDS})"
+            )
+        options = dict(options or {})
+        unknown = set(options) - {"input", "num_results"}
+        if unknown:
+            raise ConfigError(f"campaign {campaign!r}: item_jobs.{kind}: unknown {sorted(unknown)}")
+        out[kind] = options
+    return out
+
+
+def run_configured(storage: Storage, campaign: str, logical_date: Any) -> list[dict[str, Any]]:
+    """Every job of the campaign's ``item_jobs:`` on its live version (after the batch)."""
+    results = []
+    for kind, options in configured_jobs(campaign).items():
+        key = options.get("input")
+        if key is not None and not storage.exists(str(key)):
+            raise NotFoundError(f"campaign {campaign!r}: item_jobs.{kind}.input {key!r} not found")
+        results.append(
+            item_job(
+                storage,
+                kind,
+                campaign,
+                logical_date,
+                num_results=options.get("num_results"),
+                input_key=key,
+            )
+        )
+    return results

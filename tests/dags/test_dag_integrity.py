@@ -157,3 +157,9 @@ def test_hpo_dag_shape(parsed):
     assert dag["max_active_runs"] == 1
     assert list(dag["tasks"]) == ["plan", "run_trials", "finalize"]
     assert {"campaign", "snapshot_id", "perform_hpo", "hpo_conn_id", "as_of"} <= set(dag["params"])
+
+
+def test_item_jobs_dag_shape(parsed):
+    dag = parsed["dags"]["recsys_item_jobs"]
+    assert list(dag["tasks"]) == ["run_item_jobs"]
+    assert {"campaign", "as_of", "storage_conn_id"} <= set(dag["params"])

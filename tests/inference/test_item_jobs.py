@@ -12,7 +12,7 @@ import pytest
 from recsys import pipeline
 from recsys.config import CampaignConfig
 from recsys.data.dataset import Dataset
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError, DataError, NotFoundError
 from recsys.inference.item_jobs import job_root, run_item_job
 from recsys.inference.segments import user_affinity
 from recsys.recipes import load_model
@@ -32,6 +32,11 @@ def configs(tmp_path, monkeypatch):
         )
         (root / "campaigns" / f"synthetic-{name}.yaml").write_text(
             f"solution: synthetic-{name}\nconfig:\n  num_results: 5\n"
+            + (
+                "item_jobs:\n  related-items: {num_results: 3}\n  segments: {num_results: 4}\n"
+                if name == "similar"
+                else ""
+            )
         )
     monkeypatch.setenv("RECSYS_CONFIG_DIR", str(root))
     return root
@@ -225,3 +230,28 @@ def test_softmax_logits_are_compared_as_probabilities_across_users():
     # raw logits would put user a (100) first; p(i0 | a) = 0.007 < p(i0 | b) = 0.73
     assert list(users[idx[0]]) == ["b", "a"]
     np.testing.assert_allclose(val[0][0], -np.log1p(np.exp(-1.0)), rtol=1e-5)
+
+
+def test_configured_jobs_run_after_the_batch_and_bad_sections_are_refused(
+    local_storage, landed, configs
+):
+    from recsys.inference.item_jobs import configured_jobs, run_configured
+
+    date, vid, _ = deployed(local_storage, landed, "similar")
+    assert configured_jobs("synthetic-pop") == {}
+    out = run_configured(local_storage, "synthetic-similar", date)
+    assert [o["kind"] for o in out] == ["related-items", "segments"]
+    for o, field, n in zip(out, ("recommendedItems", "usersList"), (3, 4), strict=True):
+        assert o["version_id"] == vid and o["errors"] == 0
+        latest = local_storage.read_json(f"{job_root(o['kind'], 'synthetic-similar')}/latest.json")
+        line = lines_of(local_storage, local_storage.read_json(latest["manifest"]))[0]
+        assert len(line["output"][field]) == n
+    path = configs / "campaigns" / "synthetic-similar.yaml"
+    for bad, message in (
+        ("item_jobs:\n  nearby: {}\n", "unknown kind 'nearby'"),
+        ("item_jobs:\n  segments: {top: 3}\n", "unknown \\['top'\\]"),
+        ("item_jobs:\n  segments: {input: nowhere.jsonl}\n", "not found"),
+    ):
+        path.write_text("solution: synthetic-similar\n" + bad)
+        with pytest.raises((ConfigError, NotFoundError), match=message):
+            run_configured(local_storage, "synthetic-similar", date)
