@@ -20,6 +20,7 @@ TopKAccumulator`).
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 
@@ -40,9 +41,9 @@ def user_affinity(
     """Top-``k`` users for each model item in ``items``.
 
     Returns (candidate user ids, indices len(items) × k into them (-1 = none), scores)."""
-    from recsys.recipes.user_personalization import UserPersonalization
-
-    softmax = isinstance(recipe, UserPersonalization)
+    # a softmax model is a UserPersonalization (not imported here: it would load torch)
+    up = sys.modules.get("recsys.recipes.user_personalization")
+    softmax = up is not None and isinstance(recipe, up.UserPersonalization)
     n_items = len(recipe.item_ids)
     data_to_model = recipe_index(np.asarray(recipe.item_ids, dtype=object), data.item_ids)
     histories = [data_to_model[h] for h in data.user_histories()]

@@ -163,3 +163,16 @@ def test_item_jobs_dag_shape(parsed):
     dag = parsed["dags"]["recsys_item_jobs"]
     assert list(dag["tasks"]) == ["run_item_jobs"]
     assert {"campaign", "as_of", "storage_conn_id"} <= set(dag["params"])
+
+
+def test_gc_dag_shape(parsed):
+    dag = parsed["dags"]["recsys_gc"]
+    assert list(dag["tasks"]) == ["collect_garbage"]
+    assert dag["params"] == [
+        "apply",
+        "grace_hours",
+        "keep_days",
+        "keep_versions",
+        "storage_conn_id",
+    ]
+    assert dag["max_active_runs"] == 1
