@@ -1,8 +1,9 @@
 """Recipes (models) by their Personalize names.
 
-The torch recipes (user-personalization, personalized-ranking, item-affinity) load on first use, so that the
-CLI and the DAG tasks that never train or score (import, validate, deploy, plan) do not pay for
-importing torch: ``RECIPES`` resolves a name to its class when it is looked up.
+The torch recipes (user-personalization, personalized-ranking, item-affinity) load on first
+use, so that the CLI and the DAG tasks that never train or score (import, validate, deploy,
+plan) do not pay for importing torch: ``RECIPES`` resolves a name to its class when it is
+looked up.
 """
 
 from __future__ import annotations
