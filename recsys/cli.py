@@ -132,6 +132,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shards", type=int, default=1, help="split the users into N parts")
 
+    for kind, text in (
+        ("related-items", "related items per input itemId (similar-items / sims solutions)"),
+        ("segments", "batch segment job: the users most likely to like each input itemId"),
+    ):
+        p = sub.add_parser(kind, help=text)
+        p.add_argument("--campaign", required=True)
+        _add_date(p)
+        p.add_argument("--version-id", help="default: the campaign's live version")
+        p.add_argument("--num-results", type=int, help="items (users for segments) per line")
+        p.add_argument(
+            "--input",
+            help='{"itemId": ...} JSON lines: a local file (uploaded under batch-inputs/) or a '
+            "key under the storage root; default: every item of the model",
+        )
+
+    p = sub.add_parser("hpo", help="hyperparameter optimisation of a perform_hpo solution")
+    p.add_argument("--solution", required=True)
+    p.add_argument("--snapshot", required=True)
+    _add_date(p)
+    p.add_argument(
+        "--step",
+        choices=["run", "plan", "trials", "finalize"],
+        default="run",
+        help="run = plan + trials here + finalize; start more 'trials' workers at once to run "
+        "in parallel (study database: $RECSYS_HPO_DATABASE_URL, else SQLite in local storage)",
+    )
+    p.add_argument("--worker", type=int, default=0, help="this worker's number (trials)")
+
     p = sub.add_parser("run", help="the whole nightly pipeline in this process (no Airflow)")
     p.add_argument("--campaign", required=True)
     _add_date(p)
@@ -249,6 +277,30 @@ def run(args: argparse.Namespace) -> Any:
             filter_expression=args.filter,
             filter_values=args.filter_values,
         )
+    if cmd in ("related-items", "segments"):
+        from recsys.inference.item_jobs import item_job
+
+        return item_job(
+            storage,
+            cmd,
+            args.campaign,
+            args.date,
+            version_id=args.version_id,
+            num_results=args.num_results,
+            input_key=_input_key(storage, args.input),
+        )
+    if cmd == "hpo":
+        from recsys import hpo
+
+        date = pipeline._iso(args.date)
+        where = (storage, args.solution, args.snapshot, date)
+        if args.step == "plan":
+            return hpo.plan_hpo(*where)
+        if args.step == "trials":
+            return hpo.run_trials(*where, worker=args.worker)
+        if args.step == "finalize":
+            return hpo.finalize_hpo(*where)["hpo"] | {"step": "finalize"}
+        return hpo.run_hpo(*where)
     if cmd == "run":
         return pipeline.run_nightly(args.campaign, args.date, args.mode, storage, args.deploy)
     if cmd == "gc":

@@ -111,6 +111,7 @@ def build_revision(
     counts = np.bincount(data.item_codes, minlength=data.n_items)
     new_counts = counts[recipe_index(data.item_ids, new_ids)] if len(new_ids) else counts[:0]
     report = recipe.add_items(new_ids, data.items, options, counts=new_counts)
+    refreshed = recipe.refresh(data)  # trending-now: the windows on the new snapshot
     seconds_add = time.perf_counter() - started
     recipe.save(storage, prefix, extra={"revision_of": version_id, "revision_id": revision_id})
     as_of = as_utc(logical_date).timestamp()
@@ -129,6 +130,7 @@ def build_revision(
         "n_items_before": int(n_before),
         "n_items": int(len(recipe.item_ids)),
         "new_items": report,
+        **({"refreshed": refreshed} if refreshed is not None else {}),
         "options": options.to_dict(),
         "exploration": {"explorable_items": int(len(explorable))},
         "seconds_add_items": round(seconds_add, 3),

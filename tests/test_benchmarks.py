@@ -96,3 +96,27 @@ def test_personalize_protocol_per_user_ndcg_averages_to_the_nightly_metric():
     ]
     assert per_user.mean() == pytest.approx(expected)
     assert (per_user >= 0).all() and (per_user <= 1).all() and per_user.max() > 0
+
+
+def test_recipe_book_holds_out_each_users_newest_fifth():
+    import pandas as pd
+
+    from benchmarks.recipe_book import newest_fraction_split
+    from recsys.data.dataset import Dataset
+
+    rows = [("a", f"i{k}", k) for k in range(10)] + [("b", "i0", 0), ("b", "i1", 1)]
+    rows += [("c", "i2", 5)]
+    df = pd.DataFrame(rows, columns=["USER_ID", "ITEM_ID", "TIMESTAMP"])
+    df["EVENT_TYPE"] = "x"
+    data = Dataset(df)
+    train, test = newest_fraction_split(data, 0.2)
+    held = data.interactions[test]
+    # a: its 2 newest of 10; b: 1 (at least one); c: none (a single interaction)
+    assert sorted(map(tuple, held[["USER_ID", "ITEM_ID"]].to_numpy())) == [
+        ("a", "i8"),
+        ("a", "i9"),
+        ("b", "i1"),
+    ]
+    kept = set(map(tuple, train.interactions[["USER_ID", "ITEM_ID"]].to_numpy()))
+    assert len(train.interactions) == len(df) - 3
+    assert not kept & {("a", "i8"), ("a", "i9"), ("b", "i1")}

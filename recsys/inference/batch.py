@@ -401,7 +401,11 @@ class BatchServer:
         self.model_user = recipe_index(recipe.user_ids, data.user_ids)
         codes = data_to_model[data.item_codes]
         counts = np.bincount(codes[codes >= 0], minlength=n_items).astype(np.float64)
-        self.cold = ColdStart(recipe.item_ids, counts / max(counts.sum(), 1.0))
+        self.cold = (
+            recipe  # trending-now: the same list for everyone, cold-start users included
+            if recipe.user_independent
+            else ColdStart(recipe.item_ids, counts / max(counts.sum(), 1.0))
+        )
         as_of = as_utc(spec["logical_date"]).timestamp()
         self.exploration: Exploration = exploration_for(
             recipe.item_ids,

@@ -1,8 +1,9 @@
 """Recipes (models) by their Personalize names.
 
-The torch recipes (user-personalization, personalized-ranking) load on first use, so that the
-CLI and the DAG tasks that never train or score (import, validate, deploy, plan) do not pay for
-importing torch: ``RECIPES`` resolves a name to its class when it is looked up.
+The torch recipes (user-personalization, personalized-ranking, item-affinity) load on first
+use, so that the CLI and the DAG tasks that never train or score (import, validate, deploy,
+plan) do not pay for importing torch: ``RECIPES`` resolves a name to its class when it is
+looked up.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Any
 from recsys.errors import ConfigError
 from recsys.recipes.base import FORMAT_VERSION, Recipe, TrainingOptions, load_model
 from recsys.recipes.popularity import PopularityCount
+from recsys.recipes.similar_items import SimilarItems
 from recsys.recipes.sims import Sims
+from recsys.recipes.trending import TrendingNow
 
 # name -> (module, class): imported when the recipe is first asked for.
 _LAZY: dict[str, tuple[str, str]] = {
     "user-personalization": ("recsys.recipes.user_personalization", "UserPersonalization"),
     "personalized-ranking": ("recsys.recipes.user_personalization", "PersonalizedRanking"),
+    "item-affinity": ("recsys.recipes.item_affinity", "ItemAffinity"),
 }
 _LAZY_ATTRS = {cls: module for module, cls in _LAZY.values()}
 
@@ -44,7 +48,7 @@ class _Registry(Mapping[str, type[Recipe]]):
         return len(set(self._eager) | set(_LAZY))
 
 
-RECIPES: Mapping[str, type[Recipe]] = _Registry((PopularityCount, Sims))
+RECIPES: Mapping[str, type[Recipe]] = _Registry((PopularityCount, Sims, SimilarItems, TrendingNow))
 
 
 def get_recipe(name: str) -> type[Recipe]:
@@ -61,13 +65,16 @@ def __getattr__(name: str) -> Any:  # the torch recipes' classes, imported on fi
 
 __all__ = [
     "FORMAT_VERSION",
+    "ItemAffinity",
     "RECIPES",
     "PersonalizedRanking",
     "PopularityCount",
+    "SimilarItems",
     "Sims",
     "UserPersonalization",
     "Recipe",
     "TrainingOptions",
+    "TrendingNow",
     "get_recipe",
     "load_model",
 ]

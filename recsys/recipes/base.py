@@ -53,6 +53,9 @@ class Recipe(ABC):
     name: ClassVar[str]
     #: Hyperparameter names and defaults (Personalize names where Personalize has them).
     defaults: ClassVar[dict[str, Any]] = {}
+    #: True when every user gets the same scores (trending-now): batch serving then answers
+    #: cold-start users with the recipe itself instead of the snapshot's popularity.
+    user_independent: ClassVar[bool] = False
 
     def __init__(self, **hyperparameters: Any) -> None:
         unknown = set(hyperparameters) - set(self.defaults)
@@ -117,6 +120,12 @@ class Recipe(ABC):
         from recsys.errors import ConfigError
 
         raise ConfigError(f"recipe {self.name} cannot add items without retraining")
+
+    def refresh(self, data: Dataset) -> dict[str, Any] | None:
+        """The 2-hourly update's hook for recipes whose scores are counts over a recent window
+        (trending-now): recompute them on the update's snapshot after :meth:`add_items`.
+        Returns a report for the revision, or None (the default: nothing to recompute)."""
+        return None
 
     @abstractmethod
     def tensors(self) -> dict[str, np.ndarray]:

@@ -152,6 +152,19 @@ def test_update_dag_shape(parsed):
     )
 
 
+def test_hpo_dag_shape(parsed):
+    dag = parsed["dags"]["recsys_hpo"]
+    assert dag["max_active_runs"] == 1
+    assert list(dag["tasks"]) == ["plan", "run_trials", "finalize"]
+    assert {"campaign", "snapshot_id", "perform_hpo", "hpo_conn_id", "as_of"} <= set(dag["params"])
+
+
+def test_item_jobs_dag_shape(parsed):
+    dag = parsed["dags"]["recsys_item_jobs"]
+    assert list(dag["tasks"]) == ["run_item_jobs"]
+    assert {"campaign", "as_of", "storage_conn_id"} <= set(dag["params"])
+
+
 def test_gc_dag_shape(parsed):
     dag = parsed["dags"]["recsys_gc"]
     assert list(dag["tasks"]) == ["collect_garbage"]
