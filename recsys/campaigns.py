@@ -25,6 +25,7 @@ from recsys.errors import DataError, NotFoundError
 from recsys.ids import date_stamp, utcnow_iso
 from recsys.locks import storage_lock
 from recsys.logs import get_logger
+from recsys.names import check_name
 from recsys.storage import Storage
 from recsys.training import read_version, version_prefix
 
@@ -33,11 +34,11 @@ GATE_MODES = ("auto", "force", "block")
 
 
 def campaign_key(campaign: str) -> str:
-    return f"campaigns/{campaign}.json"
+    return f"campaigns/{check_name(campaign, 'campaign')}.json"
 
 
 def decisions_prefix(campaign: str) -> str:
-    return f"campaigns/{campaign}/decisions"
+    return f"campaigns/{check_name(campaign, 'campaign')}/decisions"
 
 
 def campaign_state(storage: Storage, campaign: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from recsys import __version__, pipeline
 from recsys.errors import NotFoundError, RecsysError
+from recsys.names import check_cli_args
 from recsys.storage import Storage, json_dumps
 
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", required=True)
     _add_date(p)
     p.add_argument("--version-id", help="default: the campaign's live version")
-    p.add_argument("--num-results", type=int, help="1..500 (default: the campaign's, 25)")
+    p.add_argument("--num-results", type=_num_results, help="1..500 (default: the campaign's, 25)")
     p.add_argument(
         "--input",
         help="Personalize batch-input JSON lines: a local file (uploaded under batch-inputs/) "
@@ -135,7 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _num_results(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 500:
+        raise argparse.ArgumentTypeError(f"must be 1..500, got {n}")
+    return n
+
+
 def run(args: argparse.Namespace) -> Any:
+    check_cli_args(args)  # names become keys and paths: refuse '../x' before any I/O
     storage = Storage(args.storage) if args.storage else Storage()
     cmd = args.command
     if cmd == "import":
@@ -246,6 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line, exit 1
+        print(f"recsys: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("RECSYS_DEBUG"):
+            raise
+        return 1
     if result is not None:
         sys.stdout.write(json_dumps(result))
     return 0

@@ -46,6 +46,7 @@ from recsys.inference.exploration import exploration_for
 from recsys.inference.topk import Exploration, recommend
 from recsys.locks import storage_lock
 from recsys.logs import get_logger
+from recsys.names import check_name
 from recsys.recipes import load_model
 from recsys.recipes.base import Recipe
 from recsys.storage import Storage
@@ -60,7 +61,7 @@ BATCH_FORMAT = 2
 
 
 def batch_root(campaign: str) -> str:
-    return f"batch/{campaign}"
+    return f"batch/{check_name(campaign, 'campaign')}"
 
 
 def latest_key(campaign: str) -> str:
@@ -106,7 +107,7 @@ def plan_batch(
             snapshot_id = live["snapshot_id"]
     else:
         cfg = campaign
-    num = int(num_results or cfg.num_results)
+    num = int(cfg.num_results if num_results is None else num_results)  # 0 is an error
     if not 1 <= num <= MAX_RESULTS:
         raise DataError(f"numResults must be between 1 and {MAX_RESULTS}, got {num}")
     expression = filter_expression if filter_expression is not None else cfg.filter
