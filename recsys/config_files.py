@@ -156,7 +156,8 @@ def _strings(section: dict[str, Any], key: str, where: str) -> None:
 def check_campaign(name: str, raw: dict[str, Any]) -> None:
     where = f"campaign {name!r}"
     warn_unknown(raw, KNOWN_KEYS["campaigns"], where)
-    check_name(raw.get("solution"), f"solution name in {where}")
+    if "solution" in raw:  # absent: the loader says "missing key"
+        check_name(raw["solution"], f"solution name in {where}")
     cfg = _mapping(raw, "config", where)
     warn_unknown(cfg, CAMPAIGN_CONFIG_KEYS, f"{where} config")
     _number(cfg, "num_results", where, integer=True)
