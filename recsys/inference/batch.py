@@ -43,6 +43,12 @@ from recsys.errors import DataError, NotFoundError, StorageError
 from recsys.filters import Filter, ItemTable, ResolvedFilter, parse_filter_values
 from recsys.ids import as_utc, stamped_id, utcnow_iso
 from recsys.inference.exploration import exploration_for
+from recsys.inference.requests import (
+    MAX_LINE_ECHO,
+    request_problem,
+    safe_text,
+    value_problem,
+)
 from recsys.inference.topk import Exploration, recommend
 from recsys.locks import storage_lock
 from recsys.logs import get_logger
@@ -317,9 +323,24 @@ def _input_lines(body: bytes) -> list[str]:
 def parse_request(line: str, default_values: dict[str, list[str]] | None = None) -> Request:
     """Parse one Personalize batch-input line; never raises (errors go in ``error``)."""
     try:
+        return _parse_request(line, default_values)
+    except Exception as exc:  # noqa: BLE001 - one bad line must never sink the job
+        return Request(safe_text(line)[:MAX_LINE_ECHO], None, None, error=f"bad line: {exc}")
+
+
+def _parse_request(line: str, default_values: dict[str, list[str]] | None) -> Request:
+    problem = request_problem(line)
+    if problem is not None:
+        return Request(safe_text(line)[:MAX_LINE_ECHO], None, None, error=problem)
+    try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         return Request(line, None, None, error=f"not valid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return Request(line[:MAX_LINE_ECHO], None, None, error="nested too deeply")
+    problem = value_problem(obj)
+    if problem is not None:
+        return Request(safe_text(line)[:MAX_LINE_ECHO], None, None, error=problem)
     if not isinstance(obj, dict):
         return Request(obj, None, None, error="a line must be a JSON object with a userId")
     user = obj.get("userId")
