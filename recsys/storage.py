@@ -313,6 +313,18 @@ class Storage:
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, json_dumps(obj).encode("utf-8"))
 
+    def write_once(self, key: str, data: bytes) -> bool:
+        """Write an audit record that must never be rewritten: True if this call wrote it,
+        False if ``key`` already existed (left as it was; write your own record beside it).
+
+        Atomic create-if-absent (:meth:`create_exclusive`), so of two racing writers one wins.
+        """
+        return self.create_exclusive(key, data)
+
+    def write_json_once(self, key: str, obj: Any) -> bool:
+        """:meth:`write_once` for a JSON object (same stable formatting as :meth:`write_json`)."""
+        return self.write_once(key, json_dumps(obj).encode("utf-8"))
+
     def write_pointer(self, key: str, obj: Any) -> str:
         """Write a pointer object. Call it last, after everything it points at is complete."""
         return self.write_json(key, obj)

@@ -6,6 +6,8 @@ reported with its count and lets the run go on.
 
 The report goes to ``validation.json`` beside the snapshot (one entry per check and a summary),
 with great-expectations' own result in ``gx_result.json``; the task log gets one line per check.
+Both are audit records, written once: a rerun's report and result go beside them, under
+``validation-reruns/{utc time}-{random}/``.
 The interactions are read, validated by great-expectations and checked ``BATCH_ROWS`` rows at a
 time, and the results added up (one per expectation and per check, as for one whole frame);
 items and users are read whole. Only a passing snapshot moves the dataset group's
@@ -27,7 +29,7 @@ from recsys.data.dataset import Dataset
 from recsys.data.imports import current_pointer, read_manifest, snapshot_prefix
 from recsys.data.stream import ROW_GROUP_ROWS
 from recsys.errors import ValidationError
-from recsys.ids import utcnow_iso
+from recsys.ids import rerun_stamp, utcnow_iso
 from recsys.logs import get_logger
 from recsys.schema import DatasetGroup
 from recsys.storage import Storage
@@ -368,7 +370,11 @@ def validate_snapshot(
     del frames, items, inter
     failed = [c for c in checks if not c["passed"] and c["severity"] == "error"]
     warnings = [c for c in checks if not c["passed"] and c["severity"] == "warning"]
-    storage.write_json(f"{prefix}/gx_result.json", gx_results)
+    # Audit records are write-once: a rerun's go beside the first, under validation-reruns/.
+    records = prefix
+    if storage.exists(f"{prefix}/validation.json"):
+        records = f"{prefix}/validation-reruns/{rerun_stamp()}"
+    storage.write_json(f"{records}/gx_result.json", gx_results)
     report = {
         "snapshot_id": snapshot_id,
         "dataset_group": group.name,
@@ -388,7 +394,8 @@ def validate_snapshot(
         },
         "validated_at": utcnow_iso(),
     }
-    storage.write_json(f"{prefix}/validation.json", report)
+    if not storage.write_json_once(f"{records}/validation.json", report):
+        storage.write_json(f"{prefix}/validation-reruns/{rerun_stamp()}/validation.json", report)
     log_summary(report)
     if failed:
         raise ValidationError(
