@@ -13,7 +13,9 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from recsys.names import NAME_JSON_PATTERN  # light: the name grammar only
+# recsys.names.NAME_JSON_PATTERN, repeated so that parsing imports nothing of recsys (a test
+# checks that the two agree): campaign and version names are names, never paths.
+NAME_JSON_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 CAMPAIGN = os.environ.get("RECSYS_CAMPAIGN", "movielens")
 # Training and evaluation run in this pool and (CeleryExecutor) queue: GPU workers listen on

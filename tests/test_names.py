@@ -173,6 +173,8 @@ for value in ["20240101T000000-ab", "../v"]:
         out["to_version " + value] = "ok"
     except Exception as exc:
         out["to_version " + value] = type(exc).__name__
+import _recsys_airflow
+out["pattern"] = _recsys_airflow.NAME_JSON_PATTERN
 print("RESULT " + json.dumps(out))
 """
 
@@ -181,5 +183,6 @@ def test_dag_params_refuse_path_names(tmp_path):
     out = in_airflow_process(DAG_PARAMS, str(REPO), tmp_path=tmp_path)
     assert out["movielens"] == "ok"
     assert out["to_version 20240101T000000-ab"] == "ok"
+    assert out["pattern"] == NAME_JSON_PATTERN  # the DAG files' copy of the grammar
     for bad in ("../../outside/camp", "a/b", "..", "to_version ../v"):
         assert out[bad] == "ParamValidationError", out
