@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from recsys.cli import main
-from recsys.errors import ArtifactError, ConfigError, StorageError
+from recsys.errors import ArtifactError, ConfigError
 from recsys.recipes import PopularityCount, TrainingOptions, load_model
 from recsys.storage import Storage
 from tests.conftest import REPO, weed_server
@@ -60,16 +60,6 @@ def test_s3_stopped_exits_5_with_one_line(tmp_path):
     assert len(lines) == 1, down.stderr
     assert lines[0].startswith("recsys: error: ") and "unreachable" in lines[0]
     assert "Traceback" not in down.stderr and down.stdout == ""
-
-
-def test_unreachable_endpoint_is_a_storage_error():
-    storage = Storage(
-        "s3://b/p",
-        {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}},
-    )
-    with pytest.raises(StorageError, match="unreachable") as info:
-        storage.exists("x")
-    assert info.value.exit_code == 5
 
 
 def _saved(tmp_path: Path) -> Storage:
