@@ -21,9 +21,30 @@ from recsys.names import check_cli_args
 from recsys.storage import Storage, json_dumps
 
 
+def _date(text: str) -> str:
+    from recsys.ids import as_utc
+
+    try:
+        as_utc(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"not an ISO date or datetime: {text!r}") from None
+    return text
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
 def _add_date(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--date",
+        type=_date,
         required=True,
         help="logical date (ISO date or datetime, UTC): what 'as of' means for this run",
     )
@@ -58,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training-mode", choices=["FULL", "UPDATE"], default="FULL")
     p.add_argument("--recipe", help="override the solution's recipe")
     p.add_argument(
-        "--hyperparameters", type=json.loads, default=None, help="JSON, e.g. '{\"bptt\": 50}'"
+        "--hyperparameters", type=_json_object, default=None, help="JSON, e.g. '{\"bptt\": 50}'"
     )
     p.add_argument("--seed", type=int, default=42)
 
@@ -85,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", help="filter expression (default: the campaign's filter)")
     p.add_argument(
         "--filter-values",
-        type=json.loads,
+        type=_json_object,
         default=None,
         help='JSON, e.g. \'{"GENRE": "\\"Comedy\\""}\' (lines may carry their own)',
     )

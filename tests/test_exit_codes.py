@@ -203,3 +203,34 @@ def test_repository_configs_still_load():
         SolutionConfig.load(path.stem)
     for path in (configs / "dataset_groups").glob("*.yaml"):
         DatasetGroup.load(path.stem)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["deploy", "--campaign", "synthetic", "--version-id", "v", "--date", "nope"], "ISO date"),
+        (
+            [
+                "train",
+                "--solution",
+                "s",
+                "--snapshot",
+                "x",
+                "--date",
+                "2024-01-02",
+                "--hyperparameters",
+                "[1, 2]",
+            ],
+            "expected a JSON object",
+        ),
+        (
+            ["batch", "--campaign", "c", "--date", "2024-01-02", "--filter-values", "{bad"],
+            "not valid JSON",
+        ),
+    ],
+)
+def test_bad_option_values_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
