@@ -168,7 +168,7 @@ def storage_lock(
             continue  # released (or half-visible) between our create and read: try again
         reason = stale_reason(held)
         if reason is not None:
-            _break(storage, key, held, reason)
+            _break(storage, key, held, reason, ttl)
             continue
         if time.monotonic() > deadline:
             raise LockTimeoutError(
@@ -192,11 +192,18 @@ def storage_lock(
             clean_markers(storage, name)
 
 
-def _break(storage: Storage, key: str, held: dict[str, Any], reason: str) -> bool:
+def _break(storage: Storage, key: str, held: dict[str, Any], reason: str, ttl: float) -> bool:
     """Delete a stale lock, exactly once among waiters; True if this call deleted it."""
     marker = f"{key}.broken-{held.get('token')}"
     record = {"broken_at": time.time(), "by": socket.gethostname(), "pid": os.getpid()}
     if not storage.create_exclusive(marker, json.dumps(record).encode()):
+        # Another waiter is breaking it, or died doing so (its marker is old while the stale
+        # lock is still there): then remove its marker, and the next round breaks the lock.
+        if time.time() - _broken_at(storage, marker) > ttl:
+            log.warning("removing the marker of a waiter that died breaking a lock", lock=key)
+            storage.delete(marker)
+        else:
+            time.sleep(0.05)
         return False
     try:
         again = storage.read_json(key)
@@ -216,13 +223,17 @@ def clean_markers(storage: Storage, name: str, keep: float = MARKER_KEEP) -> int
     for entry in storage.list("locks"):
         if not entry.startswith(prefix):
             continue
-        try:
-            broken_at = float(
-                json.loads(storage.read_bytes(f"locks/{entry}") or b"{}")["broken_at"]
-            )
-        except (NotFoundError, KeyError, TypeError, ValueError):
-            broken_at = 0.0  # an old empty marker
-        if time.time() - broken_at > keep:
+        if time.time() - _broken_at(storage, f"locks/{entry}") > keep:
             storage.delete(f"locks/{entry}")
             removed += 1
     return removed
+
+
+def _broken_at(storage: Storage, marker: str) -> float:
+    """When a broken-lock marker was written (0 for an empty one of older recsys)."""
+    try:
+        return float(json.loads(storage.read_bytes(marker) or b"{}")["broken_at"])
+    except NotFoundError:
+        return time.time()  # just removed: as good as young
+    except (KeyError, TypeError, ValueError):
+        return 0.0

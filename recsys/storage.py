@@ -38,9 +38,6 @@ def check_key(key: str) -> str:
         raise ConfigError(f"storage key must be a string, got {type(key).__name__}")
     if key.startswith("/") or "\\" in key or "\x00" in key or ".." in key.split("/"):
         raise ConfigError(f"storage key {key[:200]!r} leaves the storage root; refused")
-    normal = posixpath.normpath(key) if key else ""
-    if normal.startswith("../") or normal == "..":  # pragma: no cover - caught above
-        raise ConfigError(f"storage key {key[:200]!r} leaves the storage root; refused")
     return key
 
 
@@ -402,8 +399,14 @@ class _Guarded:
                 if not is_transport_error(exc) or _is_precondition_failed(exc):
                     raise
                 where = f"{self._scheme}{args[0]}" if args and isinstance(args[0], str) else ""
+                kind = type(exc).__name__
+                what = (
+                    "unreachable"
+                    if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in kind
+                    else "refused the request"
+                )
                 raise StorageError(
-                    f"storage unreachable ({name} {where}): {type(exc).__name__}: {_one_line(exc)}"
+                    f"storage {what} ({name} {where}): {kind}: {_one_line(exc)}"
                 ) from exc
 
         return call

@@ -160,3 +160,13 @@ def test_old_broken_markers_are_cleaned_up(local_storage):
     assert local_storage.exists("locks/m.lock.broken-young")
     assert local_storage.exists("locks/other.lock.broken-old")  # another lock's
     assert clean_markers(local_storage, "m", keep=0) == 1
+
+
+def test_a_waiter_that_died_while_breaking_does_not_block_forever(local_storage):
+    dead = {"token": "dead2", "host": "another-host", "pid": 1, "expires_at": time.time() - 1}
+    local_storage.write_bytes("locks/w.lock", json.dumps(dead).encode())
+    # a breaker that created its marker, then died before deleting the stale lock
+    old = {"broken_at": time.time() - 120}
+    local_storage.write_bytes("locks/w.lock.broken-dead2", json.dumps(old).encode())
+    with storage_lock(local_storage, "w", ttl=5, wait=10) as token:
+        assert local_storage.read_json("locks/w.lock")["token"] == token
