@@ -20,6 +20,11 @@ def test_rerun_keeps_the_first_validation_record(local_storage):
     validate_snapshot(local_storage, group, sid)
     first = local_storage.read_bytes(f"{prefix}/validation.json")
     first_gx = local_storage.read_bytes(f"{prefix}/gx_result.json")
+    files = local_storage.find(prefix)
+    # an identical rerun (same report but its time) writes nothing: same objects as before
+    validate_snapshot(local_storage, group, sid)
+    assert local_storage.find(prefix) == files
+    assert local_storage.read_bytes(f"{prefix}/validation.json") == first
     # the rerun fails (a solution's event filter leaves no data): it must not rewrite the record
     with pytest.raises(ValidationError):
         validate_snapshot(local_storage, group, sid, event_types=("purchase",))
