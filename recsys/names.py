@@ -37,8 +37,8 @@ def check_name(value: Any, kind: str = "name") -> str:
         repr(value) if not isinstance(value, str) or len(value) <= 80 else repr(value[:80]) + "..."
     )
     raise ConfigError(
-        f"invalid {kind} {shown}: a name is 1 to {MAX_NAME_LENGTH} letters, digits, '.', '_' "
-        "or '-', starting with a letter or digit, without '..'"
+        f"invalid {kind} {shown}: not allowed as a name (1 to {MAX_NAME_LENGTH} letters, "
+        "digits, '.', '_' or '-', starting with a letter or digit, without '..')"
     )
 
 
@@ -56,7 +56,9 @@ CLI_NAME_ARGS = {
     "solution": "solution",
     "version_id": "version id",
     "campaign": "campaign",
+    "campaign_flag": "campaign",
     "to_version": "version id",
+    "name": "dataset group",  # dataset-group create --name
 }
 
 
