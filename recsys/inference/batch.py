@@ -44,7 +44,7 @@ from recsys.filters import Filter, ItemTable, ResolvedFilter, parse_filter_value
 from recsys.ids import as_utc, stamped_id, utcnow_iso
 from recsys.inference.exploration import exploration_for
 from recsys.inference.jobs import batch_job_lock
-from recsys.inference.requests import (
+from recsys.inference.request_bounds import (
     MAX_LINE_ECHO,
     request_problem,
     safe_text,
