@@ -13,6 +13,10 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+# recsys.names.NAME_JSON_PATTERN, repeated so that parsing imports nothing of recsys (a test
+# checks that the two agree): campaign and version names are names, never paths.
+NAME_JSON_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
 CAMPAIGN = os.environ.get("RECSYS_CAMPAIGN", "movielens")
 # Training and evaluation run in this pool and (CeleryExecutor) queue: GPU workers listen on
 # their own queue and the pool's slots cap how many trainings share them (docs/OPERATIONS.md).
@@ -27,7 +31,13 @@ def shared_params(*, campaign: str, as_of: str, batch_shards: str) -> dict[str, 
     from airflow.sdk import Param
 
     return {
-        "campaign": Param(CAMPAIGN, type="string", title="Campaign", description=campaign),
+        "campaign": Param(
+            CAMPAIGN,
+            type="string",
+            pattern=NAME_JSON_PATTERN,  # a name, never a path (recsys.names)
+            title="Campaign",
+            description=campaign,
+        ),
         "batch_shards": Param(
             4,
             type="integer",
@@ -40,6 +50,7 @@ def shared_params(*, campaign: str, as_of: str, batch_shards: str) -> dict[str, 
         "storage_conn_id": Param(
             None,
             type=["null", "string"],
+            pattern=NAME_JSON_PATTERN,
             title="Storage connection id",
             description="an AWS connection for S3 storage (login/password = key/secret, "
             "endpoint_url in the extra); empty = RECSYS_STORAGE_CONN_ID, else the environment",

@@ -16,7 +16,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from _recsys_airflow import RecsysFailureNotifier, no_retry_on_bad_input, storage
+from _recsys_airflow import (
+    NAME_JSON_PATTERN,
+    RecsysFailureNotifier,
+    no_retry_on_bad_input,
+    storage,
+)
 from airflow.sdk import Param, dag, get_current_context, task
 
 
@@ -53,7 +58,8 @@ from airflow.sdk import Param, dag, get_current_context, task
             description="delete what the rules let go; off = only report what would go",
         ),
         "storage_conn_id": Param(
-            None, type=["null", "string"], title="Storage connection id",
+            None, type=["null", "string"], pattern=NAME_JSON_PATTERN,
+            title="Storage connection id",
             description="an AWS connection for S3 storage; empty = RECSYS_STORAGE_CONN_ID, "
             "else the environment",
         ),

@@ -39,6 +39,7 @@ from datetime import timedelta
 import pendulum
 from _recsys_airflow import (
     CAMPAIGN,
+    NAME_JSON_PATTERN,
     NIGHTLY_TIMEOUT,
     TRAIN_POOL,
     TRAIN_QUEUE,
@@ -97,6 +98,7 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         "recipe": Param(
             None,
             type=["null", "string"],
+            pattern=NAME_JSON_PATTERN,
             title="Recipe override",
             description="e.g. popularity-count; empty = the solution's recipe",
         ),

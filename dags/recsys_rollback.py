@@ -15,6 +15,7 @@ from datetime import timedelta
 import pendulum
 from _recsys_airflow import (
     CAMPAIGN,
+    NAME_JSON_PATTERN,
     RecsysFailureNotifier,
     as_of,
     no_retry_on_bad_input,
@@ -52,6 +53,7 @@ BATCH_ASSET = Asset(f"recsys_batch_{CAMPAIGN}")
         "to_version": Param(
             None,
             type=["null", "string"],
+            pattern=NAME_JSON_PATTERN,
             title="Version to restore",
             description="a version id from the campaign's history; empty = the previous one",
         ),

@@ -4,7 +4,8 @@ link that embeds it (an external view).
 Read-only: each campaign's live version/revision, deploy history, the metrics of recent
 solution versions as a chart, and the latest batch output with its freshness. Every route
 requires an Airflow user allowed to read the ``recsys_nightly`` DAG (Airflow does not
-authenticate plugin apps itself). The data comes from ``recsys.dashboard``; this file only
+authenticate plugin apps itself), the OpenAPI schema (``/recsys/openapi.json``) included;
+``/recsys/docs`` and ``/recsys/redoc`` are off. The data comes from ``recsys.dashboard``; this file only
 wires it into Airflow.
 
 Storage is the DAGs' storage: ``RECSYS_STORAGE_URL``, with S3 credentials from the Airflow
@@ -50,7 +51,18 @@ app = FastAPI(
     # Airflow's own check: the caller (JWT bearer token or the UI's session cookie) must be
     # allowed to read the nightly DAG; anonymous callers get 401, others without access 403.
     dependencies=[Depends(requires_access_dag("GET", param_dag_id=NIGHTLY_DAG_ID))],
+    # FastAPI's own schema and docs routes skip the app's dependencies (they would answer
+    # anonymous callers): off. The schema is served behind the same auth, below.
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
 )
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi() -> dict[str, Any]:
+    """The API's OpenAPI schema, for the same callers as the data routes."""
+    return app.openapi()
 
 
 # Plain (sync) handlers: FastAPI runs them in its thread pool, so storage reads never block

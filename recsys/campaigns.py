@@ -29,6 +29,7 @@ from recsys.errors import DataError, NotFoundError
 from recsys.ids import date_stamp, utcnow_iso
 from recsys.locks import storage_lock
 from recsys.logs import get_logger
+from recsys.names import check_name
 from recsys.storage import Storage
 from recsys.training import read_version, version_prefix
 
@@ -37,11 +38,11 @@ GATE_MODES = ("auto", "force", "block")
 
 
 def campaign_key(campaign: str) -> str:
-    return f"campaigns/{campaign}.json"
+    return f"campaigns/{check_name(campaign, 'campaign')}.json"
 
 
 def decisions_prefix(campaign: str) -> str:
-    return f"campaigns/{campaign}/decisions"
+    return f"campaigns/{check_name(campaign, 'campaign')}/decisions"
 
 
 def campaign_state(storage: Storage, campaign: str) -> dict[str, Any]:
@@ -347,10 +348,9 @@ def promote(
         }
         stamp = decided_at.replace("-", "").replace(":", "").replace("+0000", "Z")[:15]
         key = f"{decisions_prefix(campaign.name)}/{date_stamp(logical_date)}-{version_id}"
-        n = 0
-        while storage.exists(f"{key}-{stamp}{f'-{n}' if n else ''}.json"):
+        n = 0  # write-once: a record is never replaced; a second one that second goes beside
+        while not storage.write_json_once(f"{key}-{stamp}{f'-{n}' if n else ''}.json", record):
             n += 1
-        storage.write_json(f"{key}-{stamp}{f'-{n}' if n else ''}.json", record)
         outcome["gate"] = record
         log.info(
             "promotion gate",

@@ -17,14 +17,36 @@ from typing import TYPE_CHECKING, Any
 
 from recsys import __version__
 from recsys.errors import ConfigError, NotFoundError, RecsysError
+from recsys.names import check_cli_args
 
 if TYPE_CHECKING:  # pipeline and storage load numpy/pandas: imported when a command runs
     from recsys.storage import Storage
 
 
+def _date(text: str) -> str:
+    from recsys.ids import as_utc
+
+    try:
+        as_utc(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"not an ISO date or datetime: {text!r}") from None
+    return text
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
 def _add_date(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--date",
+        type=_date,
         required=True,
         help="logical date (ISO date or datetime, UTC): what 'as of' means for this run",
     )
@@ -92,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training-mode", choices=["FULL", "UPDATE"], default="FULL")
     p.add_argument("--recipe", help="override the solution's recipe")
     p.add_argument(
-        "--hyperparameters", type=json.loads, default=None, help="JSON, e.g. '{\"bptt\": 50}'"
+        "--hyperparameters", type=_json_object, default=None, help="JSON, e.g. '{\"bptt\": 50}'"
     )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
@@ -117,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", required=True)
     _add_date(p)
     p.add_argument("--version-id", help="default: the campaign's live version")
-    p.add_argument("--num-results", type=int, help="1..500 (default: the campaign's, 25)")
+    p.add_argument("--num-results", type=_num_results, help="1..500 (default: the campaign's, 25)")
     p.add_argument(
         "--input",
         help="Personalize batch-input JSON lines: a local file (uploaded under batch-inputs/) "
@@ -126,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", help="filter expression (default: the campaign's filter)")
     p.add_argument(
         "--filter-values",
-        type=json.loads,
+        type=_json_object,
         default=None,
         help='JSON, e.g. \'{"GENRE": "\\"Comedy\\""}\' (lines may carry their own)',
     )
@@ -222,7 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _num_results(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 500:
+        raise argparse.ArgumentTypeError(f"must be 1..500, got {n}")
+    return n
+
+
 def run(args: argparse.Namespace) -> Any:
+    check_cli_args(args)  # names become keys and paths: refuse '../x' before any I/O
     from recsys import pipeline
     from recsys.storage import Storage
 
@@ -383,6 +413,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line, exit 1
+        print(f"recsys: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("RECSYS_DEBUG"):
+            raise
+        return 1
     if result is not None:
         from recsys.storage import json_dumps
 

@@ -14,13 +14,10 @@ Environment variables (all optional):
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from recsys.errors import ConfigError
 
@@ -52,18 +49,15 @@ def config_dir() -> Path:
 
 def load_config_file(kind: str, name: str) -> dict[str, Any]:
     """Load ``configs/{kind}/{name}.(yaml|yml|json)``."""
+    from recsys.config_files import read_config
+    from recsys.names import check_name
+
+    check_name(name, f"{kind.rstrip('s').replace('_', ' ')} name")  # never a path outside configs/
     base = config_dir() / kind
     for suffix in (".yaml", ".yml", ".json"):
         path = base / f"{name}{suffix}"
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            try:
-                data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-            except (json.JSONDecodeError, yaml.YAMLError) as exc:
-                raise ConfigError(f"{path}: not valid {suffix[1:]}: {exc}") from exc
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: expected a mapping at the top level")
-            return data
+            return read_config(path, kind, name)  # size cap, no aliases, types, names inside
     available = sorted(p.stem for p in base.glob("*")) if base.is_dir() else []
     raise ConfigError(
         f"no {kind} config named {name!r} in {base} (available: {', '.join(available) or 'none'})"

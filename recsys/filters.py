@@ -50,6 +50,10 @@ _QUOTED_LIST = re.compile(r'\s*"(?:[^"\\]|\\.)*"\s*(?:,\s*"(?:[^"\\]|\\.)*"\s*)*
 COMPARISONS = ("=", "<", ">", "<=", ">=")
 MAX_EXPRESSIONS = 20
 MAX_VALUES = 100
+#: Bounds that keep a hostile filter cheap (Personalize caps an expression at 2,500 characters).
+MAX_FILTER_LENGTH = 2500
+MAX_CONDITIONS = 50  # conditions joined by AND / OR in one expression
+MAX_VALUE_LENGTH = 1000  # one string literal or filterValues value, in characters
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,15 @@ class _Parser:
         self.i += 1
         self.keyword("WHERE")
         groups: list[list[Condition]] = [[self.condition()]]
+        n_conditions = 1
         while self.tok.kind == "word" and self.tok.text.upper() in ("AND", "OR"):
+            if n_conditions >= MAX_CONDITIONS:
+                raise FilterError(
+                    f"at most {MAX_CONDITIONS} conditions in one expression",
+                    self.text,
+                    self.tok.pos,
+                )
+            n_conditions += 1
             word = self.keyword("AND", "OR")
             cond_tok = self.tok
             cond = self.condition()
@@ -225,6 +237,10 @@ class _Parser:
     def value(self) -> Value:
         tok = self.tok
         if tok.kind == "string":
+            if len(tok.text) - 2 > MAX_VALUE_LENGTH:
+                raise FilterError(
+                    f"a string is at most {MAX_VALUE_LENGTH} characters", self.text, tok.pos
+                )
             self.i += 1
             return Value("string", re.sub(r"\\(.)", r"\1", tok.text[1:-1]))
         if tok.kind == "number":
@@ -246,6 +262,8 @@ def parse_filter_values(raw: Any) -> dict[str, list[str]]:
         return {}
     if not isinstance(raw, dict):
         raise DataError("filterValues must be an object of parameter name → values")
+    if len(raw) > MAX_EXPRESSIONS * MAX_CONDITIONS:
+        raise DataError(f"filterValues: at most {MAX_EXPRESSIONS * MAX_CONDITIONS} parameters")
     out: dict[str, list[str]] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
@@ -266,6 +284,8 @@ def parse_filter_values(raw: Any) -> dict[str, list[str]]:
             raise DataError(f"filterValues.{key}: expected a string, got {type(value).__name__}")
         if len(values) > MAX_VALUES:
             raise DataError(f"filterValues.{key}: at most {MAX_VALUES} values")
+        if any(len(v) > MAX_VALUE_LENGTH for v in values):
+            raise DataError(f"filterValues.{key}: a value is at most {MAX_VALUE_LENGTH} characters")
         out[key] = values
     return out
 
@@ -300,7 +320,14 @@ class Filter:
     @classmethod
     def parse(cls, expression: str) -> Filter:
         if not isinstance(expression, str):
-            raise FilterError("a filter expression must be a string", str(expression), 0)
+            raise FilterError("a filter expression must be a string", str(expression)[:80], 0)
+        if len(expression) > MAX_FILTER_LENGTH:
+            raise FilterError(
+                f"a filter expression is at most {MAX_FILTER_LENGTH} characters, this one has "
+                f"{len(expression)}",
+                expression[:80] + "...",
+                0,
+            )
         return cls(expression, tuple(_Parser(expression).parse()))
 
     @cached_property

@@ -38,3 +38,11 @@ def stamped_id(dt: datetime | str, *parts: Any) -> str:
 
 def utcnow_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def rerun_stamp() -> str:
+    """``20240105T101500.123456-1a2b3c`` from the wall clock and a random tail: a rerun's own
+    record name beside a write-once audit record (sorts in time order, never collides)."""
+    import secrets
+
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%f')}-{secrets.token_hex(3)}"

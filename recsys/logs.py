@@ -26,6 +26,8 @@ def _configure() -> None:
     _configured = True
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("botocore", "aiobotocore", "s3fs"):  # "Found credentials in ..." at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.stdlib.add_log_level,

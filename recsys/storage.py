@@ -24,7 +24,21 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
-from recsys.errors import NotFoundError, StorageError
+from recsys.errors import ArtifactError, ConfigError, NotFoundError, StorageError
+
+
+def check_key(key: str) -> str:
+    """``key`` if it stays below the storage root, else :class:`ConfigError` (exit 2).
+
+    The second wall behind :mod:`recsys.names`: an absolute key, a ``..`` segment, a
+    backslash or a NUL byte could reach outside the root (or another prefix), so none is
+    accepted, whatever built the key.
+    """
+    if not isinstance(key, str):
+        raise ConfigError(f"storage key must be a string, got {type(key).__name__}")
+    if key.startswith("/") or "\\" in key or "\x00" in key or ".." in key.split("/"):
+        raise ConfigError(f"storage key {key[:200]!r} leaves the storage root; refused")
+    return key
 
 
 def _join(*parts: str) -> str:
@@ -56,7 +70,7 @@ class Storage:
             # Listings must never be served from cache: pointers and versions change under us.
             options.setdefault("use_listings_cache", False)
             options["skip_instance_cache"] = True
-            self.fs = fsspec.filesystem("s3", **options)
+            self.fs = _Guarded(fsspec.filesystem("s3", **options), "s3://")
             self.url = f"s3://{rest.rstrip('/')}"
             rest = rest.rstrip("/")
         else:
@@ -69,7 +83,8 @@ class Storage:
 
     # -- paths ----------------------------------------------------------------------------
     def path(self, key: str) -> str:
-        """Filesystem path of ``key`` (no protocol)."""
+        """Filesystem path of ``key`` (no protocol); a key that leaves the root is refused."""
+        check_key(key)
         return _join(self.root, key) if self.protocol == "s3" else os.path.join(self.root, key)
 
     def uri(self, key: str = "") -> str:
@@ -86,7 +101,10 @@ class Storage:
             raise StorageError(f"cannot reach {self.uri(key)}: {exc}") from exc
 
     def size(self, key: str) -> int:
-        return int(self.fs.size(self.path(key)))
+        try:
+            return int(self.fs.size(self.path(key)))
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{self.uri(key)} does not exist") from exc
 
     def list(self, prefix: str) -> list[str]:
         """Names (not keys) of the direct children of ``prefix``, sorted; [] when absent."""
@@ -111,6 +129,8 @@ class Storage:
             ]
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.uri(prefix)}: {exc}") from exc
         root = self.path("")
         keys = []
         for f in found:
@@ -144,8 +164,12 @@ class Storage:
                 return f.read()
         except FileNotFoundError as exc:
             raise NotFoundError(f"{self.uri(key)} does not exist") from exc
-        except OSError as exc:
-            raise StorageError(f"cannot read {self.uri(key)}: {exc}") from exc
+        except StorageError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, OSError) or is_transport_error(exc):
+                raise StorageError(f"cannot read {self.uri(key)}: {_one_line(exc)}") from exc
+            raise
 
     @contextmanager
     def open(self, key: str, mode: str = "rb") -> Iterator[IO[Any]]:
@@ -156,8 +180,15 @@ class Storage:
             f = self.fs.open(self.path(key), mode)
         except FileNotFoundError as exc:
             raise NotFoundError(f"{self.uri(key)} does not exist") from exc
-        with f:
-            yield f
+        try:
+            with f:
+                yield f
+        except (StorageError, NotFoundError):
+            raise
+        except Exception as exc:
+            if is_transport_error(exc):
+                raise StorageError(f"cannot read {self.uri(key)}: {_one_line(exc)}") from exc
+            raise
 
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write a whole object atomically; return its sha256."""
@@ -192,7 +223,11 @@ class Storage:
             else:
                 with self.fs.open(path, "wb") as f:
                     copy(f)
-        except OSError as exc:
+        except StorageError:
+            raise
+        except Exception as exc:
+            if not (isinstance(exc, OSError) or is_transport_error(exc)):
+                raise
             raise StorageError(f"cannot write {self.uri(key)}: {exc}") from exc
         return h.hexdigest()
 
@@ -252,8 +287,11 @@ class Storage:
             raise StorageError(f"cannot delete {self.uri(prefix)}: {exc}") from exc
 
     def delete(self, key: str) -> None:
-        with suppress(FileNotFoundError):
-            self.fs.rm_file(self.path(key))
+        try:
+            with suppress(FileNotFoundError):
+                self.fs.rm_file(self.path(key))
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self.uri(key)}: {exc}") from exc
 
     # -- typed objects ---------------------------------------------------------------------
     def read_text(self, key: str) -> str:
@@ -271,6 +309,18 @@ class Storage:
 
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, json_dumps(obj).encode("utf-8"))
+
+    def write_once(self, key: str, data: bytes) -> bool:
+        """Write an audit record that must never be rewritten: True if this call wrote it,
+        False if ``key`` already existed (left as it was; write your own record beside it).
+
+        Atomic create-if-absent (:meth:`create_exclusive`), so of two racing writers one wins.
+        """
+        return self.create_exclusive(key, data)
+
+    def write_json_once(self, key: str, obj: Any) -> bool:
+        """:meth:`write_once` for a JSON object (same stable formatting as :meth:`write_json`)."""
+        return self.write_once(key, json_dumps(obj).encode("utf-8"))
 
     def write_pointer(self, key: str, obj: Any) -> str:
         """Write a pointer object. Call it last, after everything it points at is complete."""
@@ -294,9 +344,77 @@ class Storage:
         return self.write_bytes(key, save(arrays, metadata=dict(metadata or {})))
 
     def read_tensors(self, key: str) -> dict[str, np.ndarray]:
-        from safetensors.numpy import load
+        """Read a safetensors object; a malformed one is an :class:`ArtifactError` (exit 6)."""
+        return load_tensors(self.read_bytes(key), self.uri(key))
 
-        return load(self.read_bytes(key))
+
+def load_tensors(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """Parse safetensors bytes; anything malformed is an :class:`ArtifactError` naming ``where``
+    (a file whose checksum matches can still be garbage: written wrong, or a forged manifest)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
+        raise ArtifactError(f"{where}: not a valid safetensors file: {_one_line(exc)}") from exc
+
+
+#: Modules whose exceptions mean "the store could not be reached or refused": network, TLS,
+#: credentials, throttling. They become :class:`StorageError` (exit 5; Airflow retries).
+_TRANSPORT_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "urllib3", "ssl")
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """True for an error of the network/S3 client stack (not ours, not a missing object)."""
+    if isinstance(exc, FileNotFoundError | FileExistsError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return any(
+        (getattr(t, "__module__", "") or "").split(".")[0] in _TRANSPORT_MODULES
+        for t in type(exc).__mro__
+    )
+
+
+class _Guarded:
+    """An fsspec filesystem whose client-stack errors (botocore, aiohttp) come out as
+    :class:`StorageError` naming the object, never as a traceback of the S3 client."""
+
+    def __init__(self, fs: Any, scheme: str) -> None:
+        self._fs = fs
+        self._scheme = scheme
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._fs, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except StorageError:
+                raise
+            except Exception as exc:
+                if not is_transport_error(exc) or _is_precondition_failed(exc):
+                    raise
+                where = f"{self._scheme}{args[0]}" if args and isinstance(args[0], str) else ""
+                kind = type(exc).__name__
+                what = (
+                    "unreachable"
+                    if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in kind
+                    else "refused the request"
+                )
+                raise StorageError(
+                    f"storage {what} ({name} {where}): {kind}: {_one_line(exc)}"
+                ) from exc
+
+        return call
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _is_precondition_failed(exc: BaseException) -> bool:

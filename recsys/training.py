@@ -26,6 +26,7 @@ from recsys.data.dataset import Dataset
 from recsys.errors import DataError, NotFoundError
 from recsys.ids import stamped_id, utcnow_iso
 from recsys.logs import get_logger
+from recsys.names import check_name
 from recsys.recipes import TrainingOptions, get_recipe, load_model
 from recsys.storage import Storage
 
@@ -34,11 +35,11 @@ TRAINING_MODES = ("FULL", "UPDATE")
 
 
 def versions_prefix(solution: str) -> str:
-    return f"solutions/{solution}/versions"
+    return f"solutions/{check_name(solution, 'solution')}/versions"
 
 
 def version_prefix(solution: str, version_id: str) -> str:
-    return f"{versions_prefix(solution)}/{version_id}"
+    return f"{versions_prefix(solution)}/{check_name(version_id, 'version id')}"
 
 
 def evaluated_prefix(solution: str, version_id: str) -> str:
@@ -48,7 +49,9 @@ def evaluated_prefix(solution: str, version_id: str) -> str:
 
 def revision_prefix(solution: str, version_id: str, revision_id: str) -> str:
     """A revision (2-hourly update) of a version: the version's model plus new items."""
-    return f"{version_prefix(solution, version_id)}/revisions/{revision_id}"
+    return (
+        f"{version_prefix(solution, version_id)}/revisions/{check_name(revision_id, 'revision id')}"
+    )
 
 
 def model_prefix(solution: str, version_id: str, revision_id: str | None = None) -> str:

@@ -68,8 +68,15 @@ def s3_server(tmp_path_factory):
 
     Yields a dict with ``endpoint``, ``key``, ``secret``.
     """
-    base = tmp_path_factory.mktemp("seaweedfs")
-    (base / "data").mkdir()
+    with weed_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def weed_server(base: Path):
+    """Start a SeaweedFS server with its data under ``base``; yields what ``s3_server`` does
+    plus ``stop()`` (SIGTERM the process group and wait: the store becomes unreachable)."""
+    (base / "data").mkdir(parents=True)
     config = base / "s3.json"
     config.write_text(
         json.dumps(
@@ -105,6 +112,19 @@ def s3_server(tmp_path_factory):
     ]
     log = open(base / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop() -> None:
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
     endpoint = f"http://127.0.0.1:{ports['s3']}"
     try:
         import boto3
@@ -130,16 +150,15 @@ def s3_server(tmp_path_factory):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        yield {"endpoint": endpoint, "key": S3_KEY, "secret": S3_SECRET, "client": client}
+        yield {
+            "endpoint": endpoint,
+            "key": S3_KEY,
+            "secret": S3_SECRET,
+            "client": client,
+            "stop": stop,
+        }
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop()
         log.close()
 
 

@@ -73,7 +73,7 @@ def airflow_services(compose: dict) -> dict[str, dict]:
 
 
 def test_required_secrets_fail_loudly_without_env():
-    with pytest.raises(ValueError, match="AIRFLOW_JWT_SECRET"):
+    with pytest.raises(ValueError, match="set [A-Z_]+ in .env"):
         interpolate(COMPOSE.read_text(), {})
     # Every variable the file requires (:?) or uses is documented in .env.example.
     used = {m.group(1) for m in _VAR.finditer(COMPOSE.read_text()) if m.group(1)}
@@ -155,7 +155,7 @@ def test_airflow_env_points_at_the_right_services(compose):
         assert backend.scheme == "db+postgresql+psycopg2" and backend.hostname == "postgres"
         api = urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
         assert api.hostname == "airflow-apiserver" and api.path == "/execution/"
-        assert f"{api.port}:{api.port}" in services["airflow-apiserver"]["ports"]
+        assert f"127.0.0.1:{api.port}:{api.port}" in services["airflow-apiserver"]["ports"]
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == env_file["AIRFLOW_JWT_SECRET"]
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith(
             "/opt/airflow/config/"
@@ -192,7 +192,7 @@ def test_s3_connection_string_is_a_valid_airflow_connection_to_minio(compose, tm
     )
     endpoint = urlparse(conn["extra"]["endpoint_url"])
     assert endpoint.hostname == "minio"
-    assert f"{endpoint.port}:{endpoint.port}" in services["minio"]["ports"]
+    assert f"127.0.0.1:{endpoint.port}:{endpoint.port}" in services["minio"]["ports"]
     # recsys turns it into S3 options with the endpoint and the credentials.
     options = storage_options_from_connection(conn["login"], conn["password"], conn["extra"])
     assert options["client_kwargs"]["endpoint_url"] == "http://minio:9000"
@@ -268,3 +268,82 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     config = json.loads(proc.stdout)
     assert set(AIRFLOW_COMMANDS) <= set(config["services"])
+
+
+# -- production secrets (issue 18, case 8) ----------------------------------------------------
+SECRETS = (
+    "_AIRFLOW_WWW_USER_PASSWORD",
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY",
+    "AIRFLOW_FERNET_KEY",
+    "MINIO_ROOT_PASSWORD",
+)
+
+
+def test_every_secret_is_required_without_a_default():
+    text = COMPOSE.read_text()
+    for name in SECRETS:
+        uses = [m for m in _VAR.finditer(text) if m.group(1) == name]
+        assert uses, f"{name} is not used"
+        assert all(m.group(2) == ":?" for m in uses), f"{name} has a default somewhere"
+        env = {k: v for k, v in env_example().items() if k != name}
+        with pytest.raises(ValueError, match=name):
+            interpolate(text, env)
+    assert "airflow}@postgres" not in text and ":-airflow}" not in text.replace(
+        "_AIRFLOW_WWW_USER_USERNAME:-airflow}", ""
+    )
+
+
+def _secrets_check(compose: dict) -> str:
+    command = compose["services"]["airflow-init"]["command"][-1]
+    begin = command.index("# secrets-check: begin")
+    end = command.index("# secrets-check: end")
+    return command[begin:end]
+
+
+def _run_check(compose: dict, env: dict[str, str]) -> subprocess.CompletedProcess:
+    import os
+    import sys
+    from pathlib import Path
+
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # python with cryptography
+    return subprocess.run(
+        ["bash", "-c", _secrets_check(compose)],
+        env={"PATH": path, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_init_refuses_the_placeholders_and_a_bad_fernet_key(compose):
+    from cryptography.fernet import Fernet
+
+    placeholders = {k: env_example()[k] for k in SECRETS}
+    out = _run_check(compose, placeholders)
+    assert out.returncode == 1 and "placeholder" in out.stderr
+    real = {k: f"s3cret-{i}-{k.lower()}" for i, k in enumerate(SECRETS)}
+    real["AIRFLOW_FERNET_KEY"] = Fernet.generate_key().decode()
+    assert _run_check(compose, real).returncode == 0, _run_check(compose, real).stderr
+    for name in SECRETS:
+        out = _run_check(compose, {**real, name: placeholders[name]})
+        assert out.returncode == 1 and name in out.stderr, name
+    out = _run_check(compose, {**real, "AIRFLOW_FERNET_KEY": "not-a-fernet-key"})
+    assert out.returncode == 1 and "not a Fernet key" in out.stderr
+    # the init service sees the raw secrets it checks
+    init_env = compose["services"]["airflow-init"]["environment"]
+    assert all(init_env[name] == placeholders[name] for name in SECRETS)
+
+
+def test_ui_and_minio_listen_on_loopback_unless_told_otherwise():
+    text = COMPOSE.read_text()
+    default = yaml.safe_load(interpolate(text, env_example()))["services"]
+    assert default["airflow-apiserver"]["ports"] == ["127.0.0.1:8080:8080"]
+    assert all(p.startswith("127.0.0.1:") for p in default["minio"]["ports"])
+    env = {**env_example(), "AIRFLOW_UI_BIND": "0.0.0.0"}
+    told = yaml.safe_load(interpolate(text, env))["services"]
+    assert told["airflow-apiserver"]["ports"] == ["0.0.0.0:8080:8080"]
+    for name, service in default.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"

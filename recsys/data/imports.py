@@ -55,6 +55,7 @@ from recsys.data.stream import InteractionsSink, UpsertSink, iter_parquet, snaps
 from recsys.errors import DataError, NotFoundError, ValidationError
 from recsys.ids import as_utc, date_stamp, stamped_id, utcnow_iso
 from recsys.logs import get_logger, progress
+from recsys.names import check_name
 from recsys.schema import ID_FIELD, DatasetGroup
 from recsys.storage import Storage
 
@@ -65,23 +66,23 @@ _DT = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})(?:/|$)")
 
 
 def landing_prefix(dataset_group: str, dataset_type: str) -> str:
-    return f"landing/{dataset_group}/{dataset_type}"
+    return f"landing/{check_name(dataset_group, 'dataset group')}/{dataset_type}"
 
 
 def snapshots_prefix(dataset_group: str) -> str:
-    return f"datasets/{dataset_group}/snapshots"
+    return f"datasets/{check_name(dataset_group, 'dataset group')}/snapshots"
 
 
 def snapshot_prefix(dataset_group: str, snapshot_id: str) -> str:
-    return f"{snapshots_prefix(dataset_group)}/{snapshot_id}"
+    return f"{snapshots_prefix(dataset_group)}/{check_name(snapshot_id, 'snapshot id')}"
 
 
 def rejects_prefix(dataset_group: str, import_id: str) -> str:
-    return f"datasets/{dataset_group}/rejects/{import_id}"
+    return f"datasets/{check_name(dataset_group, 'dataset group')}/rejects/{import_id}"
 
 
 def current_pointer(dataset_group: str) -> str:
-    return f"datasets/{dataset_group}/current.json"
+    return f"datasets/{check_name(dataset_group, 'dataset group')}/current.json"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import fsspec
 
-from recsys import config
+from recsys import config, names
 from recsys.data.csvio import CsvReader, RowRules
 from recsys.data.imports import _DT, landing_prefix
 from recsys.data.sources.base import DATASET_TYPES
@@ -41,20 +41,14 @@ from recsys.storage import Storage
 
 log = get_logger(__name__)
 
-#: dataset group (and other config) names: what may appear as one segment of a key.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _CHECK_BYTES = 1 << 16  # the header and first records are checked before landing
 
 
 def check_name(kind: str, name: str) -> str:
-    """``name`` if it is a plain name (letters, digits, ``_``, ``-``), else ConfigError."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ConfigError(
-            f"{kind} name {name!r} is not allowed: use letters, digits, '_' and '-' "
-            "(at most 64, starting with a letter or digit)"
-        )
-    return name
+    """``name`` if it is a valid name (the one grammar of :mod:`recsys.names`), else
+    ConfigError."""
+    return names.check_name(name, f"{kind} name")
 
 
 def drop_date_for(logical_date: Any) -> date:

@@ -166,7 +166,8 @@ def evaluate_solution_version(
     eprefix = evaluated_prefix(campaign.solution, version_id)
     if not (~holdout.personalize).any() or not storage.exists(f"{eprefix}/model.json"):
         result.update(metrics=None, arms={}, paired={}, reason="no eligible held-out users")
-        storage.write_json(key, result)
+        if not storage.write_json_once(key, result):  # another run wrote it first: theirs
+            return storage.read_json(key)
         log.warning("nothing to evaluate on", version_id=version_id, cutoff=cutoff)
         return result
     counts = bootstrap_counts(int((~holdout.personalize).sum()), seed=seed)
@@ -216,7 +217,8 @@ def evaluate_solution_version(
         arms=arms,
         paired=pairs,
     )
-    storage.write_json(key, result)
+    if not storage.write_json_once(key, result):  # written once: another run's stands
+        return storage.read_json(key)
     log.info(
         "evaluated challenger, champion and baseline on one holdout",
         version_id=version_id,

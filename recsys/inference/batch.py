@@ -43,9 +43,17 @@ from recsys.errors import DataError, NotFoundError, StorageError
 from recsys.filters import Filter, ItemTable, ResolvedFilter, parse_filter_values
 from recsys.ids import as_utc, stamped_id, utcnow_iso
 from recsys.inference.exploration import exploration_for
+from recsys.inference.jobs import batch_job_lock
+from recsys.inference.request_bounds import (
+    MAX_LINE_ECHO,
+    request_problem,
+    safe_text,
+    value_problem,
+)
 from recsys.inference.topk import Exploration, recommend
 from recsys.locks import storage_lock
 from recsys.logs import get_logger
+from recsys.names import check_name
 from recsys.recipes import load_model
 from recsys.recipes.base import Recipe
 from recsys.storage import Storage
@@ -60,7 +68,7 @@ BATCH_FORMAT = 2
 
 
 def batch_root(campaign: str) -> str:
-    return f"batch/{campaign}"
+    return f"batch/{check_name(campaign, 'campaign')}"
 
 
 def latest_key(campaign: str) -> str:
@@ -106,7 +114,7 @@ def plan_batch(
             snapshot_id = live["snapshot_id"]
     else:
         cfg = campaign
-    num = int(num_results or cfg.num_results)
+    num = int(cfg.num_results if num_results is None else num_results)  # 0 is an error
     if not 1 <= num <= MAX_RESULTS:
         raise DataError(f"numResults must be between 1 and {MAX_RESULTS}, got {num}")
     expression = filter_expression if filter_expression is not None else cfg.filter
@@ -170,11 +178,20 @@ def shard_rows(spec: dict[str, Any], shard: int) -> tuple[int, int]:
 def run_shard(
     storage: Storage, spec: dict[str, Any], shard: int, part_size: int = PART_SIZE
 ) -> dict[str, Any]:
-    """Answer shard ``shard``'s rows and write its parts, then its marker. Idempotent."""
-    prefix = spec["prefix"]
-    marker = f"{prefix}/shards/{shard:05d}.json"
+    """Answer shard ``shard``'s rows and write its parts, then its marker. Idempotent.
+
+    Under the shard's job lock: a second job for the same batch (a rerun, a duplicate DAG run)
+    waits, then finds the marker and reuses it, so two jobs never write one shard's parts.
+    """
     if not 0 <= shard < spec["shards"]:
         raise DataError(f"shard {shard} out of range (the batch has {spec['shards']})")
+    with batch_job_lock(storage, spec, f"shard-{shard:05d}"):
+        return _run_shard(storage, spec, shard, part_size)
+
+
+def _run_shard(storage: Storage, spec: dict[str, Any], shard: int, part_size: int) -> dict:
+    prefix = spec["prefix"]
+    marker = f"{prefix}/shards/{shard:05d}.json"
     if storage.exists(f"{prefix}/_SUCCESS") or storage.exists(marker):
         log.info("shard already complete: reusing it", batch_id=spec["batch_id"], shard=shard)
         return storage.read_json(marker)
@@ -214,7 +231,15 @@ def run_shard(
 
 # -- finalize -------------------------------------------------------------------------------
 def finalize_batch(storage: Storage, spec: dict[str, Any]) -> dict[str, Any]:
-    """Manifest, then ``_SUCCESS``, then the ``latest`` pointer. Idempotent."""
+    """Manifest, then ``_SUCCESS``, then the ``latest`` pointer. Idempotent; the manifest of
+    a complete batch is never rewritten (the finalize runs under the batch's job lock)."""
+    with batch_job_lock(storage, spec, "finalize"):
+        manifest = _finalize(storage, spec)
+    advance_latest(storage, spec["campaign"], manifest, spec["prefix"], spec["logical_date"])
+    return manifest
+
+
+def _finalize(storage: Storage, spec: dict[str, Any]) -> dict[str, Any]:
     prefix = spec["prefix"]
     if storage.exists(f"{prefix}/_SUCCESS"):
         manifest = storage.read_json(f"{prefix}/manifest.json")
@@ -239,7 +264,6 @@ def finalize_batch(storage: Storage, spec: dict[str, Any]) -> dict[str, Any]:
         storage.write_json(f"{prefix}/manifest.json", manifest)
         storage.write_bytes(f"{prefix}/_SUCCESS", b"")
         log.info("batch complete", batch_id=spec["batch_id"], users=manifest["users"])
-    advance_latest(storage, spec["campaign"], manifest, prefix, spec["logical_date"])
     return manifest
 
 
@@ -248,7 +272,7 @@ def advance_latest(
 ) -> bool:
     """Point ``latest`` at this batch unless it points at a later run. True if moved."""
     key = latest_key(campaign)
-    with storage_lock(storage, f"batch-latest-{campaign}"):
+    with storage_lock(storage, f"batch-latest-{campaign}", kind="batch finalize"):
         current = storage.read_json(key) if storage.exists(key) else None
         if current and current["logical_date"] > logical_date:
             log.info("latest pointer kept: it points at a later run", latest=current["batch_id"])
@@ -316,9 +340,24 @@ def _input_lines(body: bytes) -> list[str]:
 def parse_request(line: str, default_values: dict[str, list[str]] | None = None) -> Request:
     """Parse one Personalize batch-input line; never raises (errors go in ``error``)."""
     try:
+        return _parse_request(line, default_values)
+    except Exception as exc:  # noqa: BLE001 - one bad line must never sink the job
+        return Request(safe_text(line)[:MAX_LINE_ECHO], None, None, error=f"bad line: {exc}")
+
+
+def _parse_request(line: str, default_values: dict[str, list[str]] | None) -> Request:
+    problem = request_problem(line)
+    if problem is not None:
+        return Request(safe_text(line)[:MAX_LINE_ECHO], None, None, error=problem)
+    try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         return Request(line, None, None, error=f"not valid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return Request(line[:MAX_LINE_ECHO], None, None, error="nested too deeply")
+    problem = value_problem(obj)
+    if problem is not None:
+        return Request(safe_text(line)[:MAX_LINE_ECHO], None, None, error=problem)
     if not isinstance(obj, dict):
         return Request(obj, None, None, error="a line must be a JSON object with a userId")
     user = obj.get("userId")

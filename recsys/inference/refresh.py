@@ -49,6 +49,7 @@ from recsys.inference.batch import (
     plan_batch,
     recipe_index,
 )
+from recsys.inference.jobs import batch_job_lock
 from recsys.inference.topk import recommend
 from recsys.logs import get_logger
 from recsys.storage import Storage
@@ -143,13 +144,15 @@ def refresh_batch(
         REFRESH_FORMAT,
     )
     prefix = f"{batch_root(campaign.name)}/{batch_id}"
-    if storage.exists(f"{prefix}/_SUCCESS"):
-        log.info("refreshed batch already complete: reusing it", batch_id=batch_id)
-        manifest = storage.read_json(f"{prefix}/manifest.json")
-    else:
-        manifest = _write(storage, spec, base, batch_id, prefix, options, part_size)
-        if manifest is None:
-            return _skip("no user's top-k changed and no new user: the latest batch stands")
+    # under the batch id's job lock: a racing refresh never deletes a complete batch's parts
+    with batch_job_lock(storage, {"campaign": campaign.name, "batch_id": batch_id}, "refresh"):
+        if storage.exists(f"{prefix}/_SUCCESS"):
+            log.info("refreshed batch already complete: reusing it", batch_id=batch_id)
+            manifest = storage.read_json(f"{prefix}/manifest.json")
+        else:
+            manifest = _write(storage, spec, base, batch_id, prefix, options, part_size)
+    if manifest is None:
+        return _skip("no user's top-k changed and no new user: the latest batch stands")
     moved = advance_latest(storage, campaign.name, manifest, prefix, logical_date)
     return {
         "refreshed": True,

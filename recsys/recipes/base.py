@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.dataset import Dataset
-from recsys.errors import ArtifactError
+from recsys.errors import ArtifactError, ConfigError
 from recsys.storage import Storage
 
 if TYPE_CHECKING:
@@ -174,10 +174,13 @@ class Recipe(ABC):
 
 
 def load_model(storage: Storage, prefix: str) -> tuple[Recipe, dict[str, Any]]:
-    """Load a saved model; refuse a wrong format version or a checksum mismatch."""
+    """Load a saved model; refuse a wrong format version, a checksum mismatch or a malformed
+    ``model.json``/file with :class:`ArtifactError` (exit 6)."""
     from recsys.recipes import get_recipe
+    from recsys.storage import load_tensors
 
-    model_json = storage.read_json(f"{prefix}/model.json")
+    where = storage.uri(f"{prefix}/model.json")
+    model_json = _model_json(storage.read_bytes(f"{prefix}/model.json"), where)
     version = model_json.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
@@ -193,14 +196,48 @@ def load_model(storage: Storage, prefix: str) -> tuple[Recipe, dict[str, Any]]:
                 "training); refusing to load"
             )
         blobs[name] = data
-    from safetensors.numpy import load
-
-    recipe = get_recipe(model_json["recipe"])(**model_json["hyperparameters"])
-    recipe.item_ids = pd.read_parquet(io.BytesIO(blobs["items.parquet"]))["ITEM_ID"].to_numpy(
-        dtype=object
-    )
-    recipe.user_ids = pd.read_parquet(io.BytesIO(blobs["users.parquet"]))["USER_ID"].to_numpy(
-        dtype=object
-    )
-    recipe.load_state(load(blobs["model.safetensors"]), model_json.get("state") or {})
+    missing = {"model.safetensors", "items.parquet", "users.parquet"} - set(blobs)
+    if missing:
+        raise ArtifactError(f"{where}: 'files' lacks {sorted(missing)}")
+    tensors = load_tensors(blobs["model.safetensors"], storage.uri(f"{prefix}/model.safetensors"))
+    try:
+        recipe = get_recipe(model_json["recipe"])(**model_json["hyperparameters"])
+    except ConfigError as exc:
+        raise ArtifactError(f"{where}: {exc}") from exc
+    try:
+        recipe.item_ids = pd.read_parquet(io.BytesIO(blobs["items.parquet"]))["ITEM_ID"].to_numpy(
+            dtype=object
+        )
+        recipe.user_ids = pd.read_parquet(io.BytesIO(blobs["users.parquet"]))["USER_ID"].to_numpy(
+            dtype=object
+        )
+        recipe.load_state(tensors, model_json.get("state") or {})
+    except (KeyError, ValueError, TypeError, IndexError, OSError) as exc:
+        raise ArtifactError(
+            f"{storage.uri(prefix)}: the artifact does not load: {type(exc).__name__}: {exc}"
+        ) from exc
     return recipe, model_json
+
+
+def _model_json(data: bytes, where: str) -> dict[str, Any]:
+    """``model.json``'s content, checked for the fields :func:`load_model` relies on."""
+    import json
+
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{where}: not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{where}: expected a JSON object")
+    files = obj.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise ArtifactError(f"{where}: 'files' must map file names to sha256 strings")
+    if not isinstance(obj.get("recipe"), str):
+        raise ArtifactError(f"{where}: 'recipe' must be a recipe name")
+    if not isinstance(obj.get("hyperparameters"), dict):
+        raise ArtifactError(f"{where}: 'hyperparameters' must be an object")
+    if not isinstance(obj.get("state") or {}, dict):
+        raise ArtifactError(f"{where}: 'state' must be an object")
+    return obj

@@ -6,6 +6,8 @@ reported with its count and lets the run go on.
 
 The report goes to ``validation.json`` beside the snapshot (one entry per check and a summary),
 with great-expectations' own result in ``gx_result.json``; the task log gets one line per check.
+Both are audit records, written once: a rerun that finds the same report writes nothing, one
+whose report differs writes its own beside them, under ``validation-reruns/{utc time}-{random}/``.
 The interactions are read, validated by great-expectations and checked ``BATCH_ROWS`` rows at a
 time, and the results added up (one per expectation and per check, as for one whole frame);
 items and users are read whole. Only a passing snapshot moves the dataset group's
@@ -27,7 +29,7 @@ from recsys.data.dataset import Dataset
 from recsys.data.imports import current_pointer, read_manifest, snapshot_prefix
 from recsys.data.stream import ROW_GROUP_ROWS
 from recsys.errors import ValidationError
-from recsys.ids import utcnow_iso
+from recsys.ids import rerun_stamp, utcnow_iso
 from recsys.logs import get_logger
 from recsys.schema import DatasetGroup
 from recsys.storage import Storage
@@ -368,7 +370,6 @@ def validate_snapshot(
     del frames, items, inter
     failed = [c for c in checks if not c["passed"] and c["severity"] == "error"]
     warnings = [c for c in checks if not c["passed"] and c["severity"] == "warning"]
-    storage.write_json(f"{prefix}/gx_result.json", gx_results)
     report = {
         "snapshot_id": snapshot_id,
         "dataset_group": group.name,
@@ -388,7 +389,7 @@ def validate_snapshot(
         },
         "validated_at": utcnow_iso(),
     }
-    storage.write_json(f"{prefix}/validation.json", report)
+    write_records(storage, prefix, report, gx_results)
     log_summary(report)
     if failed:
         raise ValidationError(
@@ -403,3 +404,38 @@ def validate_snapshot(
             {"snapshot_id": snapshot_id, "as_of": manifest["as_of"], "updated_at": utcnow_iso()},
         )
     return report
+
+
+def write_records(
+    storage: Storage, prefix: str, report: dict[str, Any], gx_results: dict[str, Any]
+) -> str | None:
+    """Store ``validation.json`` + ``gx_result.json`` write-once; the folder written, or None.
+
+    The first validation of a snapshot writes them beside it. A rerun never rewrites them: when
+    its report equals the stored one (but for ``validated_at``) it writes nothing, so a rerun
+    leaves the same objects; otherwise (e.g. a solution's event filter) its own pair goes to
+    ``validation-reruns/{time}-{random}/``.
+    """
+    key = f"{prefix}/validation.json"
+    if storage.exists(key):
+        stored = storage.read_json(key)
+        if _same_report(stored, report):
+            return None
+        folder = f"{prefix}/validation-reruns/{rerun_stamp()}"
+    else:
+        folder = prefix
+    storage.write_json(f"{folder}/gx_result.json", gx_results)
+    if not storage.write_json_once(f"{folder}/validation.json", report):  # lost a race
+        folder = f"{prefix}/validation-reruns/{rerun_stamp()}"
+        storage.write_json(f"{folder}/gx_result.json", gx_results)
+        storage.write_json(f"{folder}/validation.json", report)
+    return folder
+
+
+def _same_report(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    from recsys.storage import json_dumps
+
+    def text(r: dict[str, Any]) -> str:
+        return json_dumps({k: v for k, v in r.items() if k != "validated_at"})
+
+    return text(a) == text(b)

@@ -63,10 +63,13 @@ def snapshot_with(storage, group, frame: pd.DataFrame, items: int | None = 10) -
 
 
 def validate(storage, group, sid: str, **kwargs) -> tuple[dict, dict]:
-    """validation.json and gx_result.json of a validation that may fail."""
+    """validation.json and gx_result.json of a validation that may fail (each call a first
+    validation: the records are write-once, so an earlier call's are removed first)."""
+    prefix = snapshot_prefix("synthetic", sid)
+    storage.delete(f"{prefix}/validation.json")
+    storage.delete(f"{prefix}/gx_result.json")
     with contextlib.suppress(ValidationError):
         validate_snapshot(storage, group, sid, **kwargs)
-    prefix = snapshot_prefix("synthetic", sid)
     return storage.read_json(f"{prefix}/validation.json"), storage.read_json(
         f"{prefix}/gx_result.json"
     )
