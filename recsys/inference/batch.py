@@ -43,7 +43,7 @@ from recsys.errors import DataError, NotFoundError, StorageError
 from recsys.filters import Filter, ItemTable, ResolvedFilter, parse_filter_values
 from recsys.ids import as_utc, stamped_id, utcnow_iso
 from recsys.inference.exploration import exploration_for
-from recsys.inference.topk import Exploration, recommend
+from recsys.inference.topk import Exploration, Normaliser, recommend
 from recsys.locks import storage_lock
 from recsys.logs import get_logger
 from recsys.recipes import load_model
@@ -353,9 +353,11 @@ def _row_key(user: str) -> int:
 
 
 class ColdStart(Recipe):
-    """The cold-start answer's relevance: each item's share of the snapshot's interactions."""
+    """The cold-start answer's relevance: each item's share of the snapshot's interactions
+    (the served score: that share, normalised over the catalogue)."""
 
     name = "cold-start-popularity"
+    score_kind = "share"
 
     def __init__(self, item_ids: np.ndarray, shares: np.ndarray) -> None:
         super().__init__()
@@ -520,7 +522,7 @@ class BatchServer:
             ):
                 cand = np.union1d(base, inc[inc >= 0])
                 cand = cand[~disallowed[cand] & ~np.isin(cand, exclude[j])]
-                scores = score_items(scorer, u, h, cand)
+                scores = score_items(scorer, u, h, cand, over="catalogue")
                 order = np.lexsort((cand, -scores))[: self.k]
                 out[rows[j]] = _line(req.input, self.recipe.item_ids[cand[order]], scores[order])
             return
@@ -534,6 +536,7 @@ class BatchServer:
             disallowed=disallowed if disallowed.any() else None,
             exploration=self.exploration,
             row_keys=keys,
+            normalise=True,
         ):
             for r in range(len(idx)):
                 keep = idx[r] >= 0
@@ -566,11 +569,12 @@ class BatchServer:
                     allowed |= np.isin(idx, self.event_items(resolved.include_events)[du])
                 keep &= allowed
         known_pos = np.flatnonzero(keep & (idx >= 0))
-        scores = score_items(scorer, user, hist, idx[known_pos])
+        scores = score_items(scorer, user, hist, idx[known_pos], over="items")
         order = known_pos[np.lexsort((known_pos, -scores))]
         score_of = dict(zip(known_pos.tolist(), scores.tolist(), strict=True))
         ranked = [items[p] for p in order] + [items[p] for p in np.flatnonzero(keep & (idx < 0))]
-        ranked_scores = [round(float(score_of[p]), 7) for p in order] + [None] * (
+        # an item the model was not trained with scores 0 (Personalize's ranking)
+        ranked_scores = [round(float(score_of[p]), 7) for p in order] + [0.0] * (
             len(ranked) - len(order)
         )
         return json.dumps(
@@ -583,19 +587,40 @@ class BatchServer:
         )
 
 
-def score_items(recipe: Recipe, user: int, history: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Relevance of ``items`` (model indices) for one user, float64."""
+def score_items(
+    recipe: Recipe,
+    user: int,
+    history: np.ndarray,
+    items: np.ndarray,
+    over: str | None = None,
+) -> np.ndarray:
+    """Scores of ``items`` (model indices) for one user, float64.
+
+    ``over=None``: the recipe's raw relevance; ``"catalogue"``: normalised over every item of
+    the catalogue (as :func:`~recsys.inference.topk.recommend` serves them); ``"items"``:
+    normalised over ``items`` alone (a personalized ranking of an ``itemList``: the softmax
+    over the listed items, so they sum to 1)."""
     if len(items) == 0:
         return np.zeros(0)
     users = np.array([user], dtype=np.int64)
     f = recipe.factors(users, [history])
     if f is not None:
         u, v, b = f
-        s = np.asarray(v, np.float32)[items] @ np.asarray(u, np.float32)[0]
+        v = np.asarray(v, np.float32)
+        rows = v if over == "catalogue" else v[items]
+        s = rows @ np.asarray(u, np.float32)[0]
         if b is not None:
-            s = s + np.asarray(b, np.float32)[items]
+            bias = np.asarray(b, np.float32)
+            s = s + (bias if over == "catalogue" else bias[items])
+    else:
+        s = np.asarray(recipe.score(users, [history]), np.float32)[0]
+        s = s if over == "catalogue" else s[items]
+    if over is None:
         return s.astype(np.float64)
-    return np.asarray(recipe.score(users, [history]), np.float64)[0, items]
+    norm = Normaliser(getattr(recipe, "score_kind", "share"), 1)
+    norm.push(np.asarray(s, np.float32)[None, :])
+    out = norm.apply(s[None, :])[0]
+    return out[items] if over == "catalogue" else out
 
 
 def _line(inp: Any, items: np.ndarray, scores: np.ndarray) -> str:

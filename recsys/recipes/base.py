@@ -53,6 +53,11 @@ class Recipe(ABC):
     name: ClassVar[str]
     #: Hyperparameter names and defaults (Personalize names where Personalize has them).
     defaults: ClassVar[dict[str, Any]] = {}
+    #: What :meth:`score` returns, and so what a served score is (``recsys.inference.topk.
+    #: Normaliser``): ``softmax``: logits, served as the softmax over the whole catalogue;
+    #: ``share``: non-negative masses, served as each item's share of the catalogue's total.
+    #: Either way a user's served scores are in [0, 1] and sum to at most 1.
+    score_kind: ClassVar[str] = "share"
 
     def __init__(self, **hyperparameters: Any) -> None:
         unknown = set(hyperparameters) - set(self.defaults)

@@ -12,7 +12,10 @@ from recsys.recipes.base import Recipe, TrainingOptions
 
 
 class PopularityCount(Recipe):
-    """Scores = each item's share of the training interactions (same for every user)."""
+    """Scores = each item's share of the training interactions (same for every user).
+
+    Served score (``score_kind = "share"``): that share, i.e. the item's fraction of all
+    training interactions (the catalogue's scores sum to 1)."""
 
     name = "popularity-count"
     defaults: dict = {}

@@ -8,6 +8,10 @@ and n the item counts, similarity is ``C_ij / (n_i · n_j) ** popularity_discoun
 similarities to the user's last ``bptt`` items. Users above the
 ``max_user_history_length_percentile`` of history lengths (bots) and items above
 ``max_item_interaction_count_percentile`` are left out of the co-occurrence counts.
+
+Served score (``score_kind = "share"``): the item's similarity sum divided by the sum over the
+whole catalogue, i.e. its share of the user's total similarity mass (sums to 1 over the
+catalogue; Personalize shows no scores for SIMS).
 """
 
 from __future__ import annotations

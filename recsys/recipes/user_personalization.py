@@ -15,6 +15,10 @@
 * Training: AdamW, bf16 autocast on CPUs with AMX/AVX-512-bf16 (``precision``), the full
   softmax fused and chunked (``losses.py``), fast dropout masks, early stopping
   on the NDCG@10 of each training user's last item, a time budget, deterministic per seed.
+* Served score (``score_kind = "softmax"``, Personalize's): the softmax of ``z_iᵀ h_u + b_i``
+  over the whole catalogue, the model's probability that i is the user's next item (a user
+  without history: the softmax of log-popularity, i.e. each item's share of the training
+  interactions). personalized-ranking: the softmax over the request's ``itemList`` alone.
 """
 
 from __future__ import annotations
@@ -254,6 +258,7 @@ class UserPersonalization(Recipe):
     """Sequence model over item ids and metadata (see module docstring)."""
 
     name = "user-personalization"
+    score_kind = "softmax"
     defaults: dict[str, Any] = {
         # Personalize's names and defaults
         "hidden_dimension": 149,
