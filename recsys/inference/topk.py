@@ -143,8 +143,8 @@ class Exploration:
 EXPLORATION_MAX_SHARE = 0.5
 #: A cold item is explored for a user only if it is among the user's top
 #: max(EXPLORATION_POOL_FACTOR · k, EXPLORATION_POOL_MIN) items by model score: relevant to them.
-EXPLORATION_POOL_FACTOR = 4
-EXPLORATION_POOL_MIN = 100
+EXPLORATION_POOL_FACTOR = 20
+EXPLORATION_POOL_MIN = 200
 
 
 def jitter(seed: int, row_keys: np.ndarray, items: np.ndarray) -> np.ndarray:
