@@ -42,11 +42,35 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
     for name, value in metrics.items():
         out.append(f"  {name:<45} {value:.4f}")
     out.append("")
-    first_part = storage.read_json(latest["manifest"])["parts"][0]["key"]
-    with storage.open(first_part, "rt") as f:
-        for _, line in zip(range(n_users), f, strict=False):
-            rec = json.loads(line)
-            out.append(f"User {rec['input']['userId']}:")
-            for item in rec["output"]["recommendedItems"][:5]:
-                out.append(f"  {item:>8}  {titles.get(item, '')}")
+    manifest = storage.read_json(latest["manifest"])
+    shown = 0
+    for part in manifest["parts"]:
+        if shown >= n_users:
+            break
+        with storage.open(part["key"], "rt") as f:
+            for line in f:
+                if shown >= n_users:
+                    break
+                shown += 1
+                out.extend(_sample(line, titles))
+    if manifest.get("errors"):
+        out.append(f"({manifest['errors']} input line(s) of this batch were errors)")
     return "\n".join(out)
+
+
+def _sample(line: str, titles: dict[str, str]) -> list[str]:
+    """One output line for the report; an error line (or a line that is not what a batch
+    writes) is shown as such, never a crash."""
+    try:
+        rec = json.loads(line)
+        inp = rec.get("input")
+        user = inp.get("userId") if isinstance(inp, dict) else None
+        output = rec.get("output")
+        if rec.get("error") or not isinstance(output, dict):
+            return [f"Input {json.dumps(inp, ensure_ascii=False)[:80]}: error: {rec.get('error')}"]
+        lines = [f"User {user}:"]
+        for item in (output.get("recommendedItems") or [])[:5]:
+            lines.append(f"  {item:>8}  {titles.get(item, '')}")
+        return lines
+    except (ValueError, AttributeError, TypeError):
+        return [f"(unreadable output line: {line[:80]!r})"]

@@ -67,6 +67,12 @@ def latest_key(campaign: str) -> str:
     return f"{batch_root(campaign)}/latest.json"
 
 
+def jobs_root(campaign: str) -> str:
+    """Where ad-hoc batch inference jobs go (an input file, or another filter or numResults):
+    their own outputs, never what ``latest`` points at."""
+    return f"batch-jobs/{campaign}"
+
+
 def recipe_index(vocabulary: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Positions of ``ids`` in ``vocabulary`` (-1 where absent)."""
     return pd.Index(vocabulary.astype(str)).get_indexer(ids.astype(str)).astype(np.int64)
@@ -126,6 +132,14 @@ def plan_batch(
         ).n_users
     shards = max(1, min(int(shards), max(n_rows, 1)))
     serving = {**cfg.serving_config(), "num_results": num, "filter": expression or None}
+    # A campaign batch (every user, the campaign's own serving config) may become `latest`;
+    # anything else is a batch inference job with its own prefix.
+    job = (
+        input_key is not None
+        or (num_results is not None and num != int(cfg.num_results))
+        or (filter_expression is not None and (filter_expression or None) != (cfg.filter or None))
+        or bool(values)
+    )
     batch_id = stamped_id(
         logical_date,
         campaign.name,
@@ -138,10 +152,11 @@ def plan_batch(
         seed,
         BATCH_FORMAT,
     )
-    prefix = f"{batch_root(campaign.name)}/{batch_id}"
+    prefix = f"{(jobs_root if job else batch_root)(campaign.name)}/{batch_id}"
     return {
         "batch_id": batch_id,
         "prefix": prefix,
+        "kind": "job" if job else "campaign",
         "campaign": campaign.name,
         "solution": campaign.solution,
         "version_id": version_id,
@@ -214,7 +229,9 @@ def run_shard(
 
 # -- finalize -------------------------------------------------------------------------------
 def finalize_batch(storage: Storage, spec: dict[str, Any]) -> dict[str, Any]:
-    """Manifest, then ``_SUCCESS``, then the ``latest`` pointer. Idempotent."""
+    """Manifest, then ``_SUCCESS``, then (a campaign batch of the live deployment only) the
+    ``latest`` pointer. Idempotent. The manifest's ``latest_moved`` is not stored: the
+    returned dict says whether this call moved it."""
     prefix = spec["prefix"]
     if storage.exists(f"{prefix}/_SUCCESS"):
         manifest = storage.read_json(f"{prefix}/manifest.json")
@@ -239,31 +256,67 @@ def finalize_batch(storage: Storage, spec: dict[str, Any]) -> dict[str, Any]:
         storage.write_json(f"{prefix}/manifest.json", manifest)
         storage.write_bytes(f"{prefix}/_SUCCESS", b"")
         log.info("batch complete", batch_id=spec["batch_id"], users=manifest["users"])
-    advance_latest(storage, spec["campaign"], manifest, prefix, spec["logical_date"])
-    return manifest
+    moved = False
+    if spec.get("kind", "campaign") == "campaign":
+        moved = advance_latest(storage, spec["campaign"], manifest, prefix, spec["logical_date"])
+    else:
+        log.info("batch inference job complete", uri=storage.uri(prefix))
+    return {**manifest, "latest_moved": moved}
+
+
+def serves(live: dict[str, Any], version_id: str, revision: str | None) -> bool:
+    """Whether a batch of (version, revision) serves the live deployment: the live version
+    itself, or the live revision of it (a version's batch still serves its revision until the
+    update's refresh replaces it; a revision's batch never serves its version alone)."""
+    return version_id == live["version_id"] and revision in (None, live.get("revision"))
+
+
+def serves_live(storage: Storage, campaign: str, manifest: dict[str, Any]) -> bool:
+    """Whether a batch serves the campaign's live deployment (see :func:`serves`)."""
+    key = campaign_key(campaign)
+    if not storage.exists(key):
+        return False
+    return serves(storage.read_json(key)["live"], manifest["version_id"], manifest.get("revision"))
+
+
+def latest_pointer(storage: Storage, manifest: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {
+        "batch_id": manifest["batch_id"],
+        "prefix": prefix,
+        "uri": storage.uri(prefix),
+        "manifest": f"{prefix}/manifest.json",
+        "version_id": manifest["version_id"],
+        "revision": manifest.get("revision"),
+        "logical_date": manifest["logical_date"],
+        "updated_at": utcnow_iso(),
+    }
 
 
 def advance_latest(
     storage: Storage, campaign: str, manifest: dict[str, Any], prefix: str, logical_date: str
 ) -> bool:
-    """Point ``latest`` at this batch unless it points at a later run. True if moved."""
+    """Point ``latest`` at this batch if it serves the live deployment and ``latest`` does not
+    point at a later run of it. True if moved. (A deploy or rollback in between re-points
+    ``latest`` itself: :func:`recsys.inference.latest.reconcile_latest`.)"""
     key = latest_key(campaign)
     with storage_lock(storage, f"batch-latest-{campaign}"):
+        if not serves_live(storage, campaign, manifest):
+            log.info(
+                "latest pointer kept: this batch is not of the live deployment",
+                batch_id=manifest["batch_id"],
+                version_id=manifest["version_id"],
+            )
+            return False
         current = storage.read_json(key) if storage.exists(key) else None
-        if current and current["logical_date"] > logical_date:
+        if (
+            current
+            and current["logical_date"] > logical_date
+            and current["version_id"] == manifest["version_id"]
+        ):
             log.info("latest pointer kept: it points at a later run", latest=current["batch_id"])
             return False
         storage.write_pointer(
-            key,
-            {
-                "batch_id": manifest["batch_id"],
-                "prefix": prefix,
-                "uri": storage.uri(prefix),
-                "manifest": f"{prefix}/manifest.json",
-                "version_id": manifest["version_id"],
-                "logical_date": logical_date,
-                "updated_at": utcnow_iso(),
-            },
+            key, {**latest_pointer(storage, manifest, prefix), "logical_date": logical_date}
         )
     return True
 
