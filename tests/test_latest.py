@@ -60,9 +60,7 @@ def test_cli_deploy_between_a_nightlys_deploy_and_its_finalize(local_storage, la
     assert spec["version_id"] == v2
     pipeline.batch_shard(spec, 0, local_storage)
     # ... then someone deploys v1 by hand: latest is reconciled to v1's existing batch
-    out = pipeline.deploy_campaign(
-        CAMPAIGN, v1, "2031-01-01", force=True, storage=local_storage
-    )
+    out = pipeline.deploy_campaign(CAMPAIGN, v1, "2031-01-01", force=True, storage=local_storage)
     assert out["deployed"] and out["latest"]["moved"]
     assert latest(local_storage)["batch_id"] == first["batch"]["batch_id"]
     # the nightly's finalize completes its batch but leaves latest on the live version

@@ -291,3 +291,29 @@ def test_refresh_options_are_checked():
         RefreshOptions.from_dict({"min_new_items": 0})
     with pytest.raises(ConfigError, match="unknown"):
         RefreshOptions.from_dict({"threshold": 3})
+
+
+def test_shipped_movielens_update_finds_metadata_neighbours():
+    """The shipped MovieLens setup: the solution trains without metadata, and the update's
+    metadata index (the dataset group's GENRES, TAGS, TITLE, YEAR) still places new movies
+    by their neighbours, with the shipped campaign's update options."""
+    from recsys.config import SolutionConfig
+    from recsys.data.sources.movielens import load_movielens
+    from recsys.recipes.cold import MetadataIndex
+    from recsys.schema import DatasetGroup
+
+    assert SolutionConfig.load("movielens-up").hyperparameters["use_metadata"] is False
+    options = updates.update_options("movielens")
+    schema = DatasetGroup.load("movielens").schemas["items"]
+    items = load_movielens(REPO / "data" / "ml-latest-small").items
+    new = np.array(["3114", "78499"], dtype=object)  # Toy Story 2 and 3 arrive late
+    known = items["ITEM_ID"][~items["ITEM_ID"].isin(new)].to_numpy()
+    index = MetadataIndex.build(items, schema, known)
+    assert set(index.config["categorical"]) == {"GENRES"}
+    assert set(index.config["textual"]) == {"TITLE", "TAGS"}
+    assert set(index.config["numeric"]) == {"YEAR"}
+    idx, w, usable = index.neighbours(items, new, options)
+    assert usable.all() and (w.sum(axis=1) > 0).all()
+    titles = dict(zip(items["ITEM_ID"], items["TITLE"], strict=True))
+    for row in idx:
+        assert titles[str(known[row[0]])] == "Toy Story"  # the nearest: the first film

@@ -102,11 +102,15 @@ class Recipe(ABC):
         items: pd.DataFrame | None,
         options: NewItemOptions,
         counts: np.ndarray | None = None,
+        schema: Any = None,
     ) -> dict[str, Any]:
         """Append ``new_ids`` to the catalogue without retraining (the 2-hourly update),
         leaving every existing item's parameters as they are; returns a report (see
         :func:`recsys.recipes.cold.report`). ``counts``: each new item's interactions in the
-        update's snapshot (recipes may use them). Recipes that cannot do it raise ConfigError."""
+        update's snapshot (recipes may use them); ``schema``: the items dataset's
+        :class:`~recsys.schema.Schema` (which fields are categorical, textual, numeric), for a
+        metadata index when the model has no metadata of its own. Recipes that cannot do it
+        raise ConfigError."""
         from recsys.errors import ConfigError
 
         raise ConfigError(f"recipe {self.name} cannot add items without retraining")

@@ -43,7 +43,7 @@ class PopularityCount(Recipe):
             self._no_factors = np.zeros((len(self.item_scores), 0), dtype=np.float32)
         return np.zeros((len(users), 0), np.float32), self._no_factors, self.item_scores
 
-    def add_items(self, new_ids, items, options, counts=None) -> dict:
+    def add_items(self, new_ids, items, options, counts=None, schema=None) -> dict:
         """New items score 0 (no interactions yet): they enter through exploration."""
         from recsys.recipes.cold import report
 

@@ -100,7 +100,7 @@ class Sims(Recipe):
         # Popularity breaks ties (and answers cold-start users) without outranking a neighbour.
         return scores + 1e-6 * self.popularity / max(float(self.popularity.max()), 1e-12)
 
-    def add_items(self, new_ids, items, options, counts=None) -> dict:
+    def add_items(self, new_ids, items, options, counts=None, schema=None) -> dict:
         """New items have no co-occurrences yet (empty rows and columns): they enter through
         exploration until the nightly retraining counts them."""
         from recsys.recipes.cold import report

@@ -691,11 +691,16 @@ class UserPersonalization(Recipe):
         items: pd.DataFrame | None,
         options: cold.NewItemOptions,
         counts: np.ndarray | None = None,
+        schema: Any = None,
     ) -> dict[str, Any]:
         """Append items: e and b from the k nearest known items by cosine of their metadata
         representation f (similarity-weighted), the prior where there is no usable metadata.
-        ``counts``: each new item's interactions so far (``options.popularity_bias``).
-        Existing items' rows and every other weight stay exactly as they were."""
+        A model trained with metadata uses its own f; one trained without uses a
+        :class:`~recsys.recipes.cold.MetadataIndex` over the known items' fields in ``items``
+        (``schema``: the items dataset's schema, which says which fields are categorical,
+        textual or numeric). ``counts``: each new item's interactions so far
+        (``options.popularity_bias``). Existing items' rows and every other weight stay
+        exactly as they were."""
         model = self.model
         assert model is not None
         new_ids = np.asarray(new_ids, dtype=object)
@@ -721,6 +726,16 @@ class UserPersonalization(Recipe):
             ).numpy()
             known_ok = usable_metadata(self.features)
             idx, w = cold.nearest_neighbours(f_known, f_new, known_ok, options)
+            method = "metadata-neighbours"
+        else:
+            index = cold.MetadataIndex.build(items, schema, self.item_ids)
+            if index is not None:
+                idx, w, usable = index.neighbours(items, new_ids, options)
+                method = "metadata-index"
+            else:
+                reasons = {i: "no item metadata (no items dataset or fields)" for i in range(m)}
+                method = "prior"
+        if method != "prior":
             found = usable & (w.sum(axis=1) > 0)
             e_new[found] = cold.weighted_mean(E, idx[found], w[found], options.preserve_norm)
             b_new[found] = (w[found] * b[idx[found]]).sum(axis=1)
@@ -728,10 +743,6 @@ class UserPersonalization(Recipe):
                 reasons[int(i)] = (
                     "no usable metadata" if not usable[i] else "no neighbour above min_similarity"
                 )
-            method = "metadata-neighbours"
-        else:
-            reasons = {i: "recipe has no item metadata" for i in range(m)}
-            method = "prior"
         if options.popularity_bias and counts is not None:
             # the item's own popularity so far + what items like it get beyond popularity
             log_p, log_p_new = cold.log_popularity(self.popularity, counts)
