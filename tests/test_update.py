@@ -265,16 +265,48 @@ def test_targeted_refresh_rewrites_only_the_users_whose_top_k_changed(
     assert local_storage.read_json("batch/synthetic-up/latest.json") == latest
 
 
-def test_targeted_refresh_is_off_by_default_and_skips_without_a_revision(
+def test_targeted_refresh_is_on_by_default_latest_last_and_can_be_turned_off(
     local_storage, landed, tmp_path, monkeypatch
 ):
-    up_campaign(tmp_path, monkeypatch, "  k: 5\n")
+    from recsys.config import load_config_file
+
+    # the shipped MovieLens campaign turns it on explicitly; a campaign without a refresh
+    # section gets the default: on
+    assert load_config_file("campaigns", "movielens")["update"]["refresh"]["enabled"] is True
+    up_campaign(tmp_path, monkeypatch, "  k: 5\n  min_similarity: 0.2\n  bias_offset: 50.0\n")
+    assert updates.refresh_options("synthetic-up").enabled is True
     date = nightly_date(landed)
     pipeline.run_nightly("synthetic-up", date, storage=local_storage, deploy_mode="force")
     latest = local_storage.read_json("batch/synthetic-up/latest.json")
     # the live deployment is the plain version: nothing to refresh, even when asked
     asked = pipeline.refresh_update_batch("synthetic-up", date, local_storage, enabled=True)
     assert asked == {"refreshed": False, "reason": "the live deployment is not a revision"}
+    land_new_items(local_storage)
+    order = []
+    original = local_storage.write_pointer
+
+    def pointer(key, obj):  # `latest` moves last: after the refreshed output is complete
+        order.append((key, local_storage.exists(f"{obj.get('prefix', '')}/_SUCCESS")))
+        return original(key, obj)
+
+    monkeypatch.setattr(local_storage, "write_pointer", pointer)
+    out = pipeline.run_update("synthetic-up", two_hours_later(date), storage=local_storage)
+    assert out["deploy"]["deployed"]
+    assert out["refresh"]["refreshed"] and out["refresh"]["latest_moved"]
+    moved = local_storage.read_json("batch/synthetic-up/latest.json")
+    assert moved["batch_id"] == out["refresh"]["batch_id"] != latest["batch_id"]
+    assert moved["revision"] == out["revision"]["revision_id"]
+    assert ("batch/synthetic-up/latest.json", True) in order
+    assert order[-1][0] == "batch/synthetic-up/latest.json"  # the last pointer written
+    fresh = batch_lines(local_storage, moved["manifest"])
+    assert any("fresh1" in json.loads(line)["output"]["recommendedItems"] for _, line in fresh)
+
+
+def test_targeted_refresh_off_leaves_latest(local_storage, landed, tmp_path, monkeypatch):
+    up_campaign(tmp_path, monkeypatch, "  k: 5\n  refresh:\n    enabled: false\n")
+    date = nightly_date(landed)
+    pipeline.run_nightly("synthetic-up", date, storage=local_storage, deploy_mode="force")
+    latest = local_storage.read_json("batch/synthetic-up/latest.json")
     land_new_items(local_storage)
     out = pipeline.run_update("synthetic-up", two_hours_later(date), storage=local_storage)
     assert out["deploy"]["deployed"]
@@ -286,7 +318,7 @@ def test_refresh_options_are_checked():
     from recsys.errors import ConfigError
     from recsys.inference.refresh import RefreshOptions
 
-    assert RefreshOptions.from_dict(None) == RefreshOptions(enabled=False)
+    assert RefreshOptions.from_dict(None) == RefreshOptions(enabled=True)
     with pytest.raises(ConfigError, match="min_new_items"):
         RefreshOptions.from_dict({"min_new_items": 0})
     with pytest.raises(ConfigError, match="unknown"):
