@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     fsub = p.add_subparsers(dest="filter_command", required=True)
     fp = fsub.add_parser("check", help="parse an expression; exit 2 with the error position")
     fp.add_argument("expression")
+    fp.add_argument(
+        "--dataset-group",
+        help="also check the Items fields against this group's items schema, as batch does",
+    )
     return parser
 
 
@@ -182,6 +186,11 @@ def run(args: argparse.Namespace) -> Any:
         from recsys.filters import Filter
 
         f = Filter.parse(args.expression)
+        if args.dataset_group:
+            from recsys.filters import schema_item_columns
+            from recsys.schema import DatasetGroup
+
+            f.check_fields(schema_item_columns(DatasetGroup.load(args.dataset_group)))
         return {
             "expression": f.expression,
             "expressions": [
