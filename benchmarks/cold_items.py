@@ -385,13 +385,14 @@ def shipped(args) -> list[str]:
         f"training capped at {args.budget_min:g} min ({info['seconds']:.0f} s, "
         f"{info['epochs']} epochs); shipped campaign `movielens` update options {_short(options.to_dict())}.",
         "",
-        "| model | NDCG@10 all | HR@10 all | NDCG@10 new items | HR@10 new items | new in top 10 | notes |",
-        "|---|---|---|---|---|---|---|",
+        "| model | NDCG@10 all | HR@10 all | NDCG@10 new items | HR@10 new items "
+        "| HR@100 new items | new in top 10 | notes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r, note in rows:
         out.append(
             f"| {name} | {r['all NDCG@10']:.4f} | {r['all HR@10']:.4f} | {r['new NDCG@10']:.4f} "
-            f"| {r['new HR@10']:.4f} | {r['new in top10']:.2f} | {note} |"
+            f"| {r['new HR@10']:.4f} | {r['new HR@100']:.4f} | {r['new in top10']:.2f} | {note} |"
         )
     return out
 
