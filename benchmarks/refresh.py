@@ -5,7 +5,7 @@
 The shipped ``movielens`` campaign (refresh on), in a temporary storage root: the data set is
 replayed as daily drops; the nightly runs as of ``--days-before-end`` days before the data's
 last day (training capped at ``--train-minutes``; the model's quality does not matter here),
-then the update as of one day later adds that day's new items (a revision) and refreshes the
+then the update as of ``--update-days`` later adds those days' new items (a revision) and refreshes the
 changed users' lines. Printed: the nightly batch's seconds (every user) and the update's steps
 (import + validation, the revision, its gate and deploy, the refresh), the users refreshed and
 the new items.
@@ -34,6 +34,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=str(REPO / "data" / "ml-latest-small"))
     p.add_argument("--days-before-end", type=int, default=20)
     p.add_argument("--train-minutes", type=float, default=0.5)
+    p.add_argument(
+        "--update-days", type=int, default=1, help="days of drops the update brings in at once"
+    )
     p.add_argument("--record", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
         s_batch = time.perf_counter() - t_batch
         s_nightly = time.perf_counter() - t
         # the update of the next day (its drop: new items and interactions)
-        update = f"{day + timedelta(days=2)}T00:00:00+00:00"
+        update = f"{day + timedelta(days=1 + args.update_days)}T00:00:00+00:00"
         steps: dict[str, float] = {}
         t = time.perf_counter()
         check = pipeline.check_update("movielens", update, storage)

@@ -627,7 +627,7 @@ class BatchServer:
         score_of = dict(zip(known_pos.tolist(), scores.tolist(), strict=True))
         ranked = [items[p] for p in order] + [items[p] for p in np.flatnonzero(keep & (idx < 0))]
         # an item the model was not trained with scores 0 (Personalize's ranking)
-        ranked_scores = [round(float(score_of[p]), 7) for p in order] + [0.0] * (
+        ranked_scores = [_sig(score_of[p]) for p in order] + [0.0] * (
             len(ranked) - len(order)
         )
         return json.dumps(
@@ -682,7 +682,7 @@ def _line(inp: Any, items: np.ndarray, scores: np.ndarray) -> str:
             "input": inp,
             "output": {
                 "recommendedItems": [str(i) for i in items],
-                "scores": [round(float(s), 7) for s in scores],
+                "scores": [_sig(s) for s in scores],
             },
             "error": None,
         },
@@ -692,3 +692,9 @@ def _line(inp: Any, items: np.ndarray, scores: np.ndarray) -> str:
 
 def _error_line(inp: Any, error: str) -> str:
     return json.dumps({"input": inp, "output": None, "error": error}, ensure_ascii=False)
+
+
+def _sig(x: float) -> float:
+    """A score with 7 significant digits (a softmax over a large catalogue is small: 7
+    decimals would round it to 0)."""
+    return float(f"{float(x):.7g}")
