@@ -344,11 +344,11 @@ def test_exploration_serves_relevant_cold_items_in_proportion_to_the_weight():
     from recsys.inference.topk import Exploration
 
     rng = np.random.default_rng(2)
-    n_items, k = 400, 10
+    n_items, k = 2000, 10
     u = rng.standard_normal((50, 4)).astype(np.float32)
     v = rng.standard_normal((n_items, 4)).astype(np.float32)
     near = np.arange(150, 200)  # cold items the model finds fairly relevant
-    far = np.arange(350, 400)  # cold items the model finds irrelevant to everyone
+    far = np.arange(1950, 2000)  # cold items the model finds irrelevant to everyone
     b = np.zeros(n_items, np.float32)
     b[near] = -1.0
     b[far] = -20.0
@@ -357,7 +357,9 @@ def test_exploration_serves_relevant_cold_items_in_proportion_to_the_weight():
     hist = [np.array([], np.int64)] * 50
     cold = np.concatenate([near, far])
     base_idx = collect(recommend(recipe, users, hist, k))[1]
-    deep = collect(recommend(recipe, users, hist, 100))[1]  # each user's candidate pool
+    pool = Exploration(cold, cold * 0.0 + 1, 1.0).pool(k, n_items)
+    assert pool < n_items
+    deep = collect(recommend(recipe, users, hist, pool))[1]  # each user's candidate pool
 
     def served(weight, seed=0):
         ex = Exploration(cold, np.linspace(1.0, 0.5, len(cold)), weight, seed)
