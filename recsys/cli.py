@@ -13,11 +13,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recsys import __version__, pipeline
-from recsys.errors import NotFoundError, RecsysError
-from recsys.storage import Storage, json_dumps
+from recsys import __version__
+from recsys.errors import ConfigError, NotFoundError, RecsysError
+
+if TYPE_CHECKING:  # pipeline and storage load numpy/pandas: imported when a command runs
+    from recsys.storage import Storage
 
 
 def _add_date(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,21 @@ def _add_date(p: argparse.ArgumentParser) -> None:
         required=True,
         help="logical date (ISO date or datetime, UTC): what 'as of' means for this run",
     )
+
+
+def _add_campaign_name(p: argparse.ArgumentParser) -> None:
+    """``campaign status NAME`` or ``campaign status --campaign NAME``, as other commands."""
+    p.add_argument("campaign", nargs="?", help="campaign name")
+    p.add_argument("--campaign", dest="campaign_flag", metavar="CAMPAIGN", help="same as NAME")
+
+
+def _campaign_name(args: argparse.Namespace) -> str:
+    pos, flag = args.campaign, args.campaign_flag
+    if pos and flag and pos != flag:
+        raise ConfigError(f"two campaign names given: {pos!r} and --campaign {flag!r}")
+    if not (pos or flag):
+        raise ConfigError(f"campaign {args.campaign_command}: give the campaign NAME")
+    return pos or flag
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-group", required=True)
     _add_date(p)
     p.add_argument("--mode", choices=["FULL", "INCREMENTAL"], default="FULL")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="LOCATION",
+        help="land these CSVs first (a file, folder or prefix; local or s3://), dated so that "
+        "this import sees them (Personalize's import job dataLocation)",
+    )
+    p.add_argument(
+        "--type",
+        dest="dataset_type",
+        choices=["interactions", "items", "users"],
+        help="the dataset type of the --from files (default: from each file's name)",
+    )
+    p.add_argument(
+        "--land-only",
+        action="store_true",
+        help="only land the --from files (e.g. for the 2-hourly update to import)",
+    )
 
     p = sub.add_parser("validate", help="validate a snapshot (minimum data, columns, types)")
     p.add_argument("--dataset-group", required=True)
@@ -123,10 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="campaign_command", required=True)
     for name, text in (("status", "what is live"), ("history", "every deployment")):
         cp = csub.add_parser(name, help=text)
-        cp.add_argument("campaign")
+        _add_campaign_name(cp)
     cp = csub.add_parser("rollback", help="put an earlier deployment back live")
-    cp.add_argument("campaign")
+    _add_campaign_name(cp)
     cp.add_argument("--to", dest="to_version", help="version id (default: the previous one)")
+
+    p = sub.add_parser("dataset-group", help="create a dataset group from Personalize schemas")
+    gsub = p.add_subparsers(dest="group_command", required=True)
+    gp = gsub.add_parser("create", help="write configs/dataset_groups/NAME.yaml")
+    gp.add_argument("--name", required=True)
+    for dtype in ("interactions", "items", "users"):
+        gp.add_argument(f"--{dtype}-schema", metavar="FILE", help="Personalize schema JSON")
+    gp.add_argument("--event-types", help="comma-separated event types (default: any)")
+    gp.add_argument("--force", action="store_true", help="replace an existing dataset group")
+
+    p = sub.add_parser("gc", help="delete old outputs nothing points at (dry run by default)")
+    p.add_argument("--keep-days", type=float, default=30.0, help="keep what is newer (30)")
+    p.add_argument("--keep-versions", type=int, default=3, help="newest N of each kind (3)")
+    p.add_argument(
+        "--grace-hours", type=float, default=24.0, help="incomplete and newer = running (24)"
+    )
+    p.add_argument("--apply", action="store_true", help="delete (default: report only)")
 
     p = sub.add_parser("filter", help="check a filter expression (Personalize syntax)")
     fsub = p.add_subparsers(dest="filter_command", required=True)
@@ -140,10 +192,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> Any:
+    from recsys import pipeline
+    from recsys.storage import Storage
+
     storage = Storage(args.storage) if args.storage else Storage()
     cmd = args.command
     if cmd == "import":
-        return pipeline.import_datasets(args.dataset_group, args.date, args.mode, storage)
+        from recsys.data.landing import import_from
+
+        return import_from(
+            storage,
+            args.dataset_group,
+            args.date,
+            args.mode,
+            args.source,
+            args.dataset_type,
+            land_only=args.land_only,
+        )
     if cmd == "validate":
         return pipeline.validate(args.dataset_group, args.snapshot, args.solution, storage)
     if cmd == "train":
@@ -182,6 +247,17 @@ def run(args: argparse.Namespace) -> Any:
         )
     if cmd == "run":
         return pipeline.run_nightly(args.campaign, args.date, args.mode, storage, args.deploy)
+    if cmd == "gc":
+        from recsys.retention import KeepRules, gc
+
+        rules = KeepRules(args.keep_days, args.keep_versions, args.grace_hours)
+        return gc(storage, rules, apply=args.apply)
+    if cmd == "dataset-group":
+        from recsys.personalize_schema import create_dataset_group
+
+        files = {t: getattr(args, f"{t}_schema") for t in ("interactions", "items", "users")}
+        events = [e.strip() for e in (args.event_types or "").split(",") if e.strip()]
+        return create_dataset_group(args.name, files, events, force=args.force)
     if cmd == "filter":
         from recsys.filters import Filter
 
@@ -222,11 +298,12 @@ def run(args: argparse.Namespace) -> Any:
         print(campaign_report(storage, args.campaign, args.users))
         return None
     if cmd == "campaign":
+        campaign = _campaign_name(args)
         if args.campaign_command == "status":
-            return pipeline.status(args.campaign, storage)
+            return pipeline.status(campaign, storage)
         if args.campaign_command == "rollback":
-            return pipeline.rollback_campaign(args.campaign, args.to_version, storage)
-        return pipeline.history(args.campaign, storage)
+            return pipeline.rollback_campaign(campaign, args.to_version, storage)
+        return pipeline.history(campaign, storage)
     raise AssertionError(cmd)
 
 
@@ -256,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     if result is not None:
+        from recsys.storage import json_dumps
+
         sys.stdout.write(json_dumps(result))
     return 0
 

@@ -32,14 +32,21 @@ def _iso(logical_date: Any) -> str:
 def import_datasets(
     dataset_group: str, logical_date: Any, mode: str = "FULL", storage: Storage | None = None
 ) -> dict[str, Any]:
+    from recsys.data.landing import describe_not_visible, not_yet_visible
+
     storage = storage or Storage()
     manifest = run_import(storage, dataset_group, logical_date, mode)
-    return {
+    out = {
         "dataset_group": dataset_group,
         "snapshot_id": manifest["snapshot_id"],
         "mode": manifest["mode"],
         "rows": {t: d["rows"] for t, d in manifest["datasets"].items()},
     }
+    hidden = not_yet_visible(storage, DatasetGroup.load(dataset_group), logical_date)
+    if hidden:  # said, not skipped silently: a drop of the run's own day is for tomorrow
+        log.warning("landed drops not visible yet", detail=describe_not_visible(hidden))
+        out["not_yet_visible"] = hidden
+    return out
 
 
 def validate(

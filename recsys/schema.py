@@ -175,10 +175,19 @@ class DatasetGroup:
 
     @classmethod
     def from_dict(cls, name: str, raw: dict[str, Any], where: str = "schema") -> DatasetGroup:
+        # A schema may be a Personalize schema JSON file (recsys/personalize_schema.py).
+        from recsys.config import config_dir
+        from recsys.personalize_schema import resolve_schema_refs
+
+        root = config_dir()
+        raw, files = resolve_schema_refs(raw, root / "dataset_groups", root, where)
         schemas_raw = raw.get("schemas")
         if not isinstance(schemas_raw, dict) or "interactions" not in schemas_raw:
             raise ConfigError(f"{where}: needs 'schemas' with at least 'interactions'")
-        schemas = {t: Schema.from_avro(t, s, where) for t, s in schemas_raw.items()}
+        schemas = {
+            t: Schema.from_avro(t, s, f"{where}, schema file {files[t]}" if t in files else where)
+            for t, s in schemas_raw.items()
+        }
         return cls(
             name=name,
             schemas=schemas,

@@ -213,10 +213,13 @@ def run_import(
     plan = _unconsumed(storage, group, as_of, base_manifest)
 
     if not plan.get("interactions") and base_manifest is None:
+        from recsys.data.landing import describe_not_visible, not_yet_visible
+
+        hidden = describe_not_visible(not_yet_visible(storage, group, as_of))
         raise DataError(
             f"no interactions files visible as of {as_of.isoformat()} under "
             f"{storage.uri(landing_prefix(dg, 'interactions'))} (drops dt=YYYY-MM-DD/ count once "
-            "their day has ended)"
+            f"their day has ended){'; ' + hidden if hidden else ''}"
         )
 
     inputs = {
@@ -451,7 +454,7 @@ def _over_threshold(group: DatasetGroup, parsed, quarantine: list[_Quarantine]) 
                 "reject": q.first,
                 "message": f"{rejected} of {records} {dtype} records rejected "
                 f"({100 * rejected / records:.2f}%), above the dataset group's "
-                f"{' and '.join(limits)} (validation: in configs/dataset_groups/{group.name})",
+                f"{' and '.join(limits)} (validation: in configs/dataset_groups/{group.name}.yaml)",
             }
         )
     return failures

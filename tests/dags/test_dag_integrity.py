@@ -150,3 +150,16 @@ def test_update_dag_shape(parsed):
     assert {"campaign", "refresh_batch", "targeted_refresh", "as_of", "batch_shards"} <= set(
         dag["params"]
     )
+
+
+def test_gc_dag_shape(parsed):
+    dag = parsed["dags"]["recsys_gc"]
+    assert list(dag["tasks"]) == ["collect_garbage"]
+    assert dag["params"] == [
+        "apply",
+        "grace_hours",
+        "keep_days",
+        "keep_versions",
+        "storage_conn_id",
+    ]
+    assert dag["max_active_runs"] == 1
