@@ -151,3 +151,23 @@ def test_report_never_crashes_on_an_error_line(local_storage, landed, capsys):
     assert f"User {lines[0]['input']['userId']}:" in text
     assert "1 input line(s) of this batch were errors" in text
     assert main(["--storage", local_storage.uri(""), "report", "--campaign", CAMPAIGN]) == 0
+
+
+def test_gc_collects_old_batch_jobs_and_keeps_the_newest(local_storage, landed, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from recsys.retention import KeepRules, plan
+
+    pipeline.run_nightly(CAMPAIGN, after(landed), storage=local_storage)
+    jobs = [
+        pipeline.batch(CAMPAIGN, after(landed), num_results=n, storage=local_storage)
+        for n in (3, 4)
+    ]
+    later = datetime.now(UTC) + timedelta(days=40)
+    report = plan(local_storage, KeepRules(days=30, versions=1), now=later)
+    prefixes = [f"batch-jobs/{CAMPAIGN}/{j['batch_id']}" for j in jobs]
+    deleted = {row["prefix"] for row in report["delete"]}
+    kept = {row["prefix"] for row in report["keep"]}
+    # one of the two (the older by write time) goes, the newest job stays; latest's batch stays
+    assert len(set(prefixes) & deleted) == 1 and len(set(prefixes) & kept) == 1
+    assert latest(local_storage)["prefix"] in kept
