@@ -182,21 +182,36 @@ class Normaliser:
         self.kind = kind
         self.max = np.full(n_rows, -np.inf)
         self.sum = np.zeros(n_rows)
+        self._buf: np.ndarray | None = None
 
     def push(self, scores: np.ndarray) -> None:
         """Offer one chunk (rows × C) of raw scores, before any exclusion."""
         if scores.shape[1] == 0:
             return
-        finite = np.isfinite(scores)
         if self.kind == "share":
-            self.sum += np.where(finite, np.maximum(scores, 0.0), 0.0).sum(axis=1, dtype=np.float64)
+            total = scores.sum(axis=1, dtype=np.float64)
+            if not np.isfinite(total).all() or (scores < 0).any():
+                finite = np.isfinite(scores)
+                total = np.where(finite, np.maximum(scores, 0.0), 0.0).sum(axis=1, dtype=np.float64)
+            self.sum += total
             return
-        x = np.where(finite, scores, NEG_INF)
-        m = np.maximum(self.max, x.max(axis=1).astype(np.float64))
+        m = scores.max(axis=1).astype(np.float64)  # nan in a row makes its max nan
+        if not np.isfinite(m).all():
+            x = np.where(np.isfinite(scores), scores, NEG_INF).astype(np.float32)
+            m = x.max(axis=1).astype(np.float64)
+        else:
+            x = scores
+        m = np.maximum(self.max, m)
         safe = np.where(np.isfinite(m), m, 0.0)
+        # one scratch buffer: subtract, exp in place, sum (the chunk is a matmul's size)
+        if self._buf is None or self._buf.shape != x.shape:
+            self._buf = np.empty(x.shape, np.float32)
+        buf = self._buf
+        np.subtract(x, safe[:, None].astype(np.float32), out=buf, dtype=np.float32)
+        np.exp(buf, out=buf)
         with np.errstate(invalid="ignore", over="ignore"):
             self.sum = self.sum * np.exp(np.where(np.isfinite(self.max), self.max - safe, -np.inf))
-            self.sum += np.exp(x - safe[:, None].astype(np.float32)).sum(axis=1, dtype=np.float64)
+        self.sum += buf.sum(axis=1)  # float32 pairwise sums per row, accumulated in float64
         self.max = m
 
     def apply(self, values: np.ndarray) -> np.ndarray:
