@@ -444,3 +444,23 @@ class PlainScores(Recipe):
 
     def load_tensors(self, tensors):  # pragma: no cover - not used
         pass
+
+
+def test_normaliser_over_chunks_with_non_finite_scores():
+    from recsys.inference.topk import Normaliser
+
+    x = np.array(
+        [[1.0, 2.0, np.nan, 0.5, 3.0, -INF], [-INF, -INF, -INF, -INF, -INF, -INF]], np.float32
+    )
+    norm = Normaliser("softmax", 2)
+    for c0 in range(0, 6, 2):  # three chunks of two columns
+        norm.push(x[:, c0 : c0 + 2])
+    finite = np.array([1.0, 2.0, 0.5, 3.0])
+    p = norm.apply(x)
+    np.testing.assert_allclose(p[0, [0, 1, 3, 4]], np.exp(finite) / np.exp(finite).sum(), 1e-6)
+    # a non-finite score is no score (nan), and carries no mass; a row without any finite
+    # score has none to normalise
+    assert np.isnan(p[0, [2, 5]]).all() and np.isnan(p[1]).all()
+    share = Normaliser("share", 1)
+    share.push(np.array([[2.0, -1.0, np.inf, 6.0]], np.float32))
+    np.testing.assert_allclose(share.apply(np.array([[2.0, 6.0]])), [[0.25, 0.75]])
