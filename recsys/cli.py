@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input",
         help="Personalize batch-input JSON lines: a local file (uploaded under batch-inputs/) "
-        "or a key under the storage root; default: every user of the snapshot",
+        "or a key under the storage root; default: every user of the snapshot. With an input "
+        "(or another --filter/--num-results) it is a batch inference job under "
+        "batch-jobs/<campaign>/ that never moves latest",
     )
     p.add_argument("--filter", help="filter expression (default: the campaign's filter)")
     p.add_argument(
