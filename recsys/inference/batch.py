@@ -626,8 +626,8 @@ class BatchServer:
         order = known_pos[np.lexsort((known_pos, -scores))]
         score_of = dict(zip(known_pos.tolist(), scores.tolist(), strict=True))
         ranked = [items[p] for p in order] + [items[p] for p in np.flatnonzero(keep & (idx < 0))]
-        # an item the model was not trained with scores 0 (Personalize's ranking)
-        ranked_scores = [_sig(score_of[p]) for p in order] + [0.0] * (len(ranked) - len(order))
+        # items the model was not trained with go last, unscored (PRODUCT.md)
+        ranked_scores = [_sig(score_of[p]) for p in order] + [None] * (len(ranked) - len(order))
         return json.dumps(
             {
                 "input": req.input,

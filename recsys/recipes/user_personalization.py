@@ -827,7 +827,8 @@ class PersonalizedRanking(UserPersonalization):
     """personalized-ranking: the same model, used to re-rank a given list of items.
 
     Served score: the softmax of ``z_iᵀ h_u + b_i`` over the request's ``itemList`` alone (the
-    listed items' scores sum to 1; an item the model does not know scores 0), Personalize's
-    GetPersonalizedRanking; its plain recommendations are scored as user-personalization's."""
+    known listed items' scores sum to 1; an item the model does not know goes last, unscored),
+    as Personalize's GetPersonalizedRanking; plain recommendations are scored as
+    user-personalization's."""
 
     name = "personalized-ranking"
