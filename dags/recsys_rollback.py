@@ -2,9 +2,10 @@
 ### recsys_rollback — put an earlier solution version back live
 
 A manual run: the campaign pointer goes back to an earlier deployment (`to_version`, or the
-one before the live version when empty), with the serving config it had; then the batch
-recommendations are rebuilt from it (sharded like the nightly batch), the `latest` pointer
-moves, and the `recsys_batch_<campaign>` Asset is published. Serialised with the nightly
+one before the live version when empty), with the serving config it had; `latest` is
+re-pointed at once at the newest complete batch of the restored deployment (if any); then the
+batch recommendations are rebuilt from it (sharded like the nightly batch), the `latest`
+pointer moves to them, and the `recsys_batch_<campaign>` Asset is published. Serialised with the nightly
 deploy by the campaign's storage lock. Same as `recsys campaign rollback <campaign>`.
 """
 
@@ -68,8 +69,14 @@ def recsys_rollback():
         params = ctx["params"]
         with no_retry_on_bad_input():
             # The run id makes a retry of this task a no-op instead of a second rollback.
+            # `latest` is re-pointed at once when the restored deployment has a batch; the
+            # batch below is rebuilt either way and moves `latest` when it completes.
             return pipeline.rollback_campaign(
-                params["campaign"], params["to_version"], storage(params), ctx["run_id"]
+                params["campaign"],
+                params["to_version"],
+                storage(params),
+                ctx["run_id"],
+                write_batch=False,
             )
 
     @task

@@ -2,7 +2,7 @@
 ### recsys_update — the 2-hourly update: new items join the live model without retraining
 
 **check → import (INCREMENTAL) → validate → add new items → gate + deploy the revision →
-(optional) targeted refresh of the changed users' batch lines, or a whole batch**, each task a thin call into `recsys.pipeline` / `recsys.update`.
+targeted refresh (on by default) of the changed users' batch lines, or a whole batch**, each task a thin call into `recsys.pipeline` / `recsys.update`.
 
 * *check_for_new_data* (short-circuit): when no landing file arrived since the newest
   validated snapshot (or the campaign was never deployed), every later task is skipped and the

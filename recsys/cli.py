@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input",
         help="Personalize batch-input JSON lines: a local file (uploaded under batch-inputs/) "
-        "or a key under the storage root; default: every user of the snapshot",
+        "or a key under the storage root; default: every user of the snapshot. With an input "
+        "(or another --filter/--num-results) it is a batch inference job under "
+        "batch-jobs/<campaign>/ that never moves latest",
     )
     p.add_argument("--filter", help="filter expression (default: the campaign's filter)")
     p.add_argument(
@@ -241,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     fsub = p.add_subparsers(dest="filter_command", required=True)
     fp = fsub.add_parser("check", help="parse an expression; exit 2 with the error position")
     fp.add_argument("expression")
+    fp.add_argument(
+        "--dataset-group",
+        help="also check the Items fields against this group's items schema, as batch does",
+    )
     return parser
 
 
@@ -348,6 +354,11 @@ def run(args: argparse.Namespace) -> Any:
         from recsys.filters import Filter
 
         f = Filter.parse(args.expression)
+        if args.dataset_group:
+            from recsys.filters import schema_item_columns
+            from recsys.schema import DatasetGroup
+
+            f.check_fields(schema_item_columns(DatasetGroup.load(args.dataset_group)))
         return {
             "expression": f.expression,
             "expressions": [

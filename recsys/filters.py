@@ -396,6 +396,15 @@ def _fill(cond: Condition, values: dict[str, list[str]]) -> list[str | float]:
     return out
 
 
+def schema_item_columns(group: Any) -> list[str]:
+    """The Items fields a batch of this dataset group can filter on (``ItemID`` and the items
+    schema's fields, as :class:`ItemTable` names them): what ``recsys filter check
+    --dataset-group`` checks an expression against."""
+    schema = group.schemas.get("items")
+    fields = [f.name for f in schema.fields if f.name != "ITEM_ID"] if schema else []
+    return ["ItemID", *fields]
+
+
 class ItemTable:
     """Item metadata aligned to a catalogue (row i = item i), for evaluating Items conditions."""
 

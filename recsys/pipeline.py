@@ -147,7 +147,8 @@ def deploy_campaign(
         force=force,
         reason=reason,
     )
-    return {"campaign": campaign, **result}
+    latest = reconcile_latest(campaign, storage, logical_date, write_batch=result["deployed"])
+    return {"campaign": campaign, **result, "latest": latest}
 
 
 def promote_version(
@@ -176,11 +177,43 @@ def rollback_campaign(
     to_version: str | None = None,
     storage: Storage | None = None,
     request_id: str | None = None,
+    write_batch: bool = True,
 ) -> dict[str, Any]:
-    """Put an earlier deployment back live (default: the one before the live version)."""
+    """Put an earlier deployment back live (default: the one before the live version), and
+    ``latest`` with it: re-pointed at a batch of the restored deployment, or (``write_batch``)
+    a new one written here; the rollback DAG writes it sharded instead."""
     storage = storage or Storage()
     out = rollback(storage, campaign, to_version, request_id=request_id)
-    return {"campaign": campaign, **out}
+    latest = reconcile_latest(
+        campaign, storage, out["live"]["logical_date"], write_batch=write_batch
+    )
+    return {"campaign": campaign, **out, "latest": latest}
+
+
+def reconcile_latest(
+    campaign: str, storage: Storage, logical_date: Any, write_batch: bool = True
+) -> dict[str, Any]:
+    """After a deploy or rollback: ``latest`` serves the live deployment (re-pointed at its
+    newest batch; with ``write_batch``, a batch is written when it has none)."""
+    from recsys.inference.latest import reconcile_latest as reconcile
+
+    out = reconcile(storage, campaign)
+    result = {
+        "moved": out["moved"],
+        "missing": out["missing"],
+        "reason": out["reason"],
+        "batch_id": (out["latest"] or {}).get("batch_id"),
+    }
+    if out["missing"] and write_batch:
+        done = batch(campaign, logical_date, storage=storage)
+        result.update(
+            moved=done["latest_moved"],
+            missing=not done["latest_moved"],
+            reason="wrote a batch of the live deployment",
+            batch_id=done["batch_id"],
+            uri=done["uri"],
+        )
+    return result
 
 
 def plan_batch(
@@ -216,13 +249,18 @@ def batch_shard(spec: dict[str, Any], shard: int, storage: Storage | None = None
 def finalize_batch(spec: dict[str, Any], storage: Storage | None = None) -> dict[str, Any]:
     storage = storage or Storage()
     manifest = batch_jobs.finalize_batch(storage, spec)
-    return {
+    out = {
         "campaign": spec["campaign"],
         "batch_id": manifest["batch_id"],
+        "kind": spec.get("kind", "campaign"),
         "users": manifest["users"],
         "errors": manifest["errors"],
         "uri": storage.uri(spec["prefix"]),
+        "manifest": storage.uri(f"{spec['prefix']}/manifest.json"),
+        "latest_moved": manifest["latest_moved"],
     }
+    log.info("batch output", **{k: out[k] for k in ("batch_id", "kind", "uri", "latest_moved")})
+    return out
 
 
 def batch(

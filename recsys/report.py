@@ -184,39 +184,60 @@ def _nothing_live(storage: Storage, campaign: str) -> str:
 def _sample_users(
     storage: Storage, latest: dict[str, Any], sprefix: str, titles: dict[str, str], n: int
 ) -> list[str]:
-    """The first ``n`` answered users of the latest batch: last five items, then five
-    recommendations. Error lines are named, never a crash."""
-    parts = storage.read_json(latest["manifest"])["parts"]
-    lines: list[dict[str, Any]] = []
-    for part in parts:
-        with storage.open(part["key"], "rt") as f:
-            for raw in f:
-                rec = json.loads(raw)
-                if rec.get("error") is None and rec.get("output"):
-                    lines.append(rec)
-                if len(lines) >= n:
-                    break
-        if len(lines) >= n:
+    """The latest batch's first ``n`` lines: an answered user's last five items beside five
+    recommendations; an error line (or a line that is not what a batch writes) shown as such,
+    never a crash."""
+    manifest = storage.read_json(latest["manifest"])
+    raw: list[str] = []
+    for part in manifest["parts"]:
+        if len(raw) >= n:
             break
-    if not lines:
-        return ["(the latest batch has no answered line to show)"]
-    users = [str(rec["input"].get("userId")) for rec in lines]
+        with storage.open(part["key"], "rt") as f:
+            for line in f:
+                if len(raw) >= n:
+                    break
+                raw.append(line)
+    parsed = [_parse(line) for line in raw]
+    users = [str(rec["input"]["userId"]) for rec, _ in parsed if rec is not None]
     recent: dict[str, list[str]] = {u: [] for u in users}
     key = f"{sprefix}/interactions.parquet"
-    if storage.exists(key):
+    if users and storage.exists(key):
         inter = storage.read_parquet(key, columns=["USER_ID", "ITEM_ID", "TIMESTAMP"])
         mine = inter[inter["USER_ID"].astype(str).isin(users)]
         mine = mine.sort_values("TIMESTAMP", kind="stable")
         for u, group in mine.groupby(mine["USER_ID"].astype(str), observed=True):
             recent[u] = group["ITEM_ID"].astype(str).tolist()[-5:]
     out = []
-    for rec, user in zip(lines, users, strict=True):
-        out.append(f"User {user}")
+    for rec, problem in parsed:
+        if rec is None:
+            out.append(str(problem))
+            continue
+        user = str(rec["input"]["userId"])
+        out.append(f"User {user}:")
         left = [f"{i:>8}  {titles.get(i, '')[:40]}" for i in recent.get(user, [])]
-        right = [f"{i:>8}  {titles.get(i, '')[:40]}" for i in rec["output"]["recommendedItems"][:5]]
+        items = [str(i) for i in (rec["output"].get("recommendedItems") or [])[:5]]
+        right = [f"{i:>8}  {titles.get(i, '')[:40]}" for i in items]
         out.append(f"  {'last five items':<52}recommended")
         for k in range(max(len(left), len(right))):
             a = left[k] if k < len(left) else ""
             b = right[k] if k < len(right) else ""
             out.append(f"  {a:<52}{b}")
+    if manifest.get("errors"):
+        out.append(f"({manifest['errors']} input line(s) of this batch were errors)")
     return out
+
+
+def _parse(line: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(an answered line, None) or (None, how to show a line that is not one)."""
+    try:
+        rec = json.loads(line)
+        inp = rec.get("input")
+        output = rec.get("output")
+        if rec.get("error") or not isinstance(output, dict) or not isinstance(inp, dict):
+            shown = json.dumps(inp, ensure_ascii=False)[:80]
+            return None, f"Input {shown}: error: {rec.get('error')}"
+        if "userId" not in inp:
+            return None, f"Input {json.dumps(inp, ensure_ascii=False)[:80]}: not a user's line"
+        return rec, None
+    except (ValueError, AttributeError, TypeError):
+        return None, f"(unreadable output line: {line[:80]!r})"

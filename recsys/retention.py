@@ -5,7 +5,8 @@ A dry run (the default) only reports; ``apply`` deletes. The keep rules (:class:
 
 * anything written within the last ``days`` days stays, and so do the newest ``versions``
   complete items of each collection (a dataset group's snapshots, a solution's versions, a
-  version's revisions, a campaign's batches), however old;
+  version's revisions, a campaign's batches, a campaign's ad-hoc batch jobs under
+  ``batch-jobs/``), however old;
 * **pointers**: each dataset group's ``current.json`` snapshot and its newest validated one
   (the next INCREMENTAL import's base); each campaign's live entry and the one before it (the
   default rollback target), and every entry of its deploy history deployed within the window
@@ -139,6 +140,9 @@ def _collect(storage: Storage) -> list[Item]:
             if bid.endswith(".json"):  # latest.json and other pointers
                 continue
             add("batch", f"batch/{camp}/{bid}", "_SUCCESS", (camp, bid))
+    for camp in storage.list("batch-jobs"):  # ad-hoc batch inference jobs: their own collection
+        for bid in storage.list(f"batch-jobs/{camp}"):
+            add("batch", f"batch-jobs/{camp}/{bid}", "_SUCCESS", (f"batch-jobs:{camp}", bid))
     for name in storage.list("batch-inputs"):
         add("batch-input", f"batch-inputs/{name}", None, (name,), is_file=True)
     # a version's folder includes its revisions: its own age is that of its own files

@@ -5,7 +5,9 @@
 2. INCREMENTAL import + validation (:mod:`recsys.pipeline`).
 3. :func:`build_revision` — load the live *version* (never an earlier revision), append every
    item of the new snapshot it does not know (``Recipe.add_items``: metadata-neighbour
-   initialisation for user-personalization, exploration only for popularity/sims) and write a
+   initialisation for user-personalization, from the model's own metadata representation or,
+   when it trained without metadata, a metadata index over the known items' fields in the
+   snapshot's items dataset; exploration only for popularity/sims) and write a
    **revision** beside the version::
 
        solutions/{s}/versions/{v}/revisions/{r}/model.safetensors, items/users.parquet,
@@ -26,6 +28,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -110,7 +113,10 @@ def build_revision(
     n_before = len(recipe.item_ids)
     counts = np.bincount(data.item_codes, minlength=data.n_items)
     new_counts = counts[recipe_index(data.item_ids, new_ids)] if len(new_ids) else counts[:0]
-    report = recipe.add_items(new_ids, data.items, options, counts=new_counts)
+    extra = {}
+    if "schema" in inspect.signature(recipe.add_items).parameters:
+        extra["schema"] = data.item_schema  # the metadata index's field kinds
+    report = recipe.add_items(new_ids, data.items, options, counts=new_counts, **extra)
     refreshed = recipe.refresh(data)  # trending-now: the windows on the new snapshot
     seconds_add = time.perf_counter() - started
     recipe.save(storage, prefix, extra={"revision_of": version_id, "revision_id": revision_id})

@@ -165,3 +165,28 @@ def test_filter_values_formats():
     for bad in ({"G": '"a",b'}, {"G": 3}, {"bad name": "x"}, ["G"], {"G": '"a'}):
         with pytest.raises(DataError, match="filterValues"):
             parse_filter_values(bad)
+
+
+def test_filter_check_with_a_dataset_group_validates_fields_as_batch_does(capsys, synthetic_data):
+    import json
+
+    from recsys.cli import main
+    from recsys.filters import ItemTable, schema_item_columns
+    from recsys.schema import DatasetGroup
+
+    for group in ("movielens", "synthetic"):
+        code = main(["filter", "check", "--dataset-group", group,
+                     'EXCLUDE ItemID WHERE Items.GENRE IN ("Comedy")'])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "Items has no field GENRE" in err and "GENRES" in err
+        ok = 'EXCLUDE ItemID WHERE Items.GENRES IN ("Comedy") AND Items.TITLE IN ($T)'
+        assert main(["filter", "check", "--dataset-group", group, ok]) == 0
+        assert json.loads(capsys.readouterr().out)["expression"] == ok
+    # without a group only the syntax is checked
+    assert main(["filter", "check", 'EXCLUDE ItemID WHERE Items.GENRE IN ("x")']) == 0
+    capsys.readouterr()
+    assert main(["filter", "check", "--dataset-group", "nope", "EXCLUDE ItemID WHERE"]) == 2
+    capsys.readouterr()
+    # the fields checked are the ones a batch of the group's snapshot has
+    table = ItemTable(synthetic_data.items["ITEM_ID"].to_numpy(), synthetic_data.items)
+    assert set(schema_item_columns(DatasetGroup.load("synthetic"))) == set(table.columns)

@@ -60,8 +60,9 @@ def test_worked_example_runs_as_written(tmp_path):
     want = {t: len(pd.read_csv(export / f"{t}.csv")) for t in ("interactions", "items")}
     assert {t: d["rows"] for t, d in manifest["datasets"].items()} == want
 
-    # the batch job answered the three input lines, filter and num_results applied
-    parts = sorted((store / "batch" / "shop").glob("*/part-*.jsonl"))
+    # the batch job (its own prefix: it never moves latest) answered the three input lines,
+    # filter and num_results applied
+    parts = sorted((store / "batch-jobs" / "shop").glob("*/part-*.jsonl"))
     lines = [json.loads(x) for p in parts for x in p.read_text().splitlines()]
     assert [x["input"]["userId"] for x in lines] == ["1", "7", "someone-new"]
     items = pd.read_csv(export / "items.csv").fillna("")

@@ -73,7 +73,19 @@ def outside(tmp_path):
         ["import", "--dataset-group", "../ml", "--date", "2024-01-02"],
         ["validate", "--dataset-group", "movielens", "--snapshot", "../../x"],
         ["train", "--solution", "../solutions/x", "--snapshot", "s", "--date", "2024-01-02"],
-        ["evaluate", "--solution", "movielens-up", "--version-id", "a/b"],
+        ["evaluate", "--campaign", "movielens", "--version-id", "a/b"],
+        ["evaluate", "--campaign", "../x", "--version-id", "v"],
+        [
+            "train",
+            "--solution",
+            "movielens-up",
+            "--snapshot",
+            "s",
+            "--date",
+            "2024-01-02",
+            "--campaign",
+            "../x",
+        ],  # fmt: skip
         ["report", "--campaign", "/etc/passwd"],
     ],
 )

@@ -104,7 +104,8 @@ def test_batch_num_results_bounds(local_storage, landed):
     with pytest.raises(DataError, match="between 1 and 500"):
         pipeline.batch(CAMPAIGN, after(landed), num_results=501, storage=local_storage)
     out = pipeline.batch(CAMPAIGN, after(landed), num_results=3, storage=local_storage)
-    _, lines = read_batch(local_storage, f"batch/{CAMPAIGN}/{out['batch_id']}/manifest.json")
+    # another numResults than the campaign's: a batch inference job, under its own prefix
+    _, lines = read_batch(local_storage, f"batch-jobs/{CAMPAIGN}/{out['batch_id']}/manifest.json")
     assert {len(rec["output"]["recommendedItems"]) for rec in lines} == {3}
 
 
@@ -135,8 +136,11 @@ def test_interrupted_batch_is_redone_and_latest_only_then_moves(local_storage, l
     assert local_storage.read_bytes(latest_key(CAMPAIGN)) == latest
     monkeypatch.undo()
     done = pipeline.batch(CAMPAIGN, date, version_id=ver["version_id"], storage=local_storage)
-    assert local_storage.read_json(latest_key(CAMPAIGN))["batch_id"] == done["batch_id"]
     assert local_storage.exists(f"batch/{CAMPAIGN}/{done['batch_id']}/_SUCCESS")
+    # complete, but of a version that is not live: latest stays until it is deployed
+    assert local_storage.read_bytes(latest_key(CAMPAIGN)) == latest and not done["latest_moved"]
+    pipeline.deploy_campaign(CAMPAIGN, ver["version_id"], date, storage=local_storage)
+    assert local_storage.read_json(latest_key(CAMPAIGN))["batch_id"] == done["batch_id"]
 
 
 def test_campaign_status_of_unknown_campaign(local_storage):

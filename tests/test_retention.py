@@ -31,7 +31,9 @@ def _world(storage, synthetic_data):
         versions.append(pipeline.train(SOL, snap, d, storage=storage)["version_id"])
     batches = []
     for i in range(3):
-        pipeline.deploy_campaign("synthetic", versions[i], dates[i], storage=storage)
+        dep = pipeline.deploy_campaign("synthetic", versions[i], dates[i], storage=storage)
+        if i == 0:  # latest follows the live version: the deploy wrote v0's batch
+            first_batch = dep["latest"]["batch_id"]
         if i >= 1:
             batches.append(pipeline.batch("synthetic", dates[i], storage=storage)["batch_id"])
     junk = {
@@ -42,7 +44,14 @@ def _world(storage, synthetic_data):
     storage.write_bytes(f"{junk['dead_version']}/model.safetensors", b"partial")
     storage.write_bytes(f"{junk['running_batch']}/part-00000-00000.jsonl", b'{"input": {}}\n')
     storage.write_bytes(junk["input"], b'{"userId": "u1"}\n')
-    return {"dates": dates, "snaps": snaps, "versions": versions, "batches": batches, **junk}
+    return {
+        "dates": dates,
+        "snaps": snaps,
+        "versions": versions,
+        "batches": batches,
+        "first_batch": first_batch,
+        **junk,
+    }
 
 
 def _prefixes(report, key):
@@ -65,6 +74,7 @@ def test_gc_keeps_what_pointers_reference(backend, request, synthetic_data):
         ver.format(versions[0]),  # deployed, replaced twice, outside the window
         w["dead_version"],  # incomplete for 40 days: abandoned
         f"batch/synthetic/{batches[0]}",  # not latest, not the newest
+        f"batch/synthetic/{w['first_batch']}",  # v0's, written by its deploy; not latest
         w["running_batch"],
         w["input"],
     }
@@ -109,10 +119,16 @@ def test_gc_keeps_what_pointers_reference(backend, request, synthetic_data):
     assert out["users"] == 120
     back = pipeline.rollback_campaign("synthetic", storage=storage)
     assert back["live"]["version_id"] == versions[1]
-    # a second gc finds only the batch that the new one superseded as latest
+    # v1's batch was collected, so the rollback wrote it again and latest serves v1
+    latest = storage.read_json("batch/synthetic/latest.json")
+    assert latest["version_id"] == versions[1] and back["latest"]["moved"]
+    # a second gc finds v2's batches that latest no longer serves (the one just written may
+    # still be "the newest batch" by modification time: S3 keeps whole seconds)
     again = plan(storage, rules, now=later)
-    assert _prefixes(again, "delete") == {f"batch/synthetic/{batches[1]}"}
-    assert f"batch/synthetic/{out['batch_id']}" in _prefixes(again, "keep")
+    deleted = _prefixes(again, "delete")
+    assert f"batch/synthetic/{batches[1]}" in deleted
+    assert deleted <= {f"batch/synthetic/{batches[1]}", f"batch/synthetic/{out['batch_id']}"}
+    assert f"batch/synthetic/{latest['batch_id']}" in _prefixes(again, "keep")
 
 
 def test_gc_from_the_command_line(tmp_path, synthetic_data, capsys):

@@ -265,16 +265,48 @@ def test_targeted_refresh_rewrites_only_the_users_whose_top_k_changed(
     assert local_storage.read_json("batch/synthetic-up/latest.json") == latest
 
 
-def test_targeted_refresh_is_off_by_default_and_skips_without_a_revision(
+def test_targeted_refresh_is_on_by_default_latest_last_and_can_be_turned_off(
     local_storage, landed, tmp_path, monkeypatch
 ):
-    up_campaign(tmp_path, monkeypatch, "  k: 5\n")
+    from recsys.config import load_config_file
+
+    # the shipped MovieLens campaign turns it on explicitly; a campaign without a refresh
+    # section gets the default: on
+    assert load_config_file("campaigns", "movielens")["update"]["refresh"]["enabled"] is True
+    up_campaign(tmp_path, monkeypatch, "  k: 5\n  min_similarity: 0.2\n  bias_offset: 50.0\n")
+    assert updates.refresh_options("synthetic-up").enabled is True
     date = nightly_date(landed)
     pipeline.run_nightly("synthetic-up", date, storage=local_storage, deploy_mode="force")
     latest = local_storage.read_json("batch/synthetic-up/latest.json")
     # the live deployment is the plain version: nothing to refresh, even when asked
     asked = pipeline.refresh_update_batch("synthetic-up", date, local_storage, enabled=True)
     assert asked == {"refreshed": False, "reason": "the live deployment is not a revision"}
+    land_new_items(local_storage)
+    order = []
+    original = local_storage.write_pointer
+
+    def pointer(key, obj):  # `latest` moves last: after the refreshed output is complete
+        order.append((key, local_storage.exists(f"{obj.get('prefix', '')}/_SUCCESS")))
+        return original(key, obj)
+
+    monkeypatch.setattr(local_storage, "write_pointer", pointer)
+    out = pipeline.run_update("synthetic-up", two_hours_later(date), storage=local_storage)
+    assert out["deploy"]["deployed"]
+    assert out["refresh"]["refreshed"] and out["refresh"]["latest_moved"]
+    moved = local_storage.read_json("batch/synthetic-up/latest.json")
+    assert moved["batch_id"] == out["refresh"]["batch_id"] != latest["batch_id"]
+    assert moved["revision"] == out["revision"]["revision_id"]
+    assert ("batch/synthetic-up/latest.json", True) in order
+    assert order[-1][0] == "batch/synthetic-up/latest.json"  # the last pointer written
+    fresh = batch_lines(local_storage, moved["manifest"])
+    assert any("fresh1" in json.loads(line)["output"]["recommendedItems"] for _, line in fresh)
+
+
+def test_targeted_refresh_off_leaves_latest(local_storage, landed, tmp_path, monkeypatch):
+    up_campaign(tmp_path, monkeypatch, "  k: 5\n  refresh:\n    enabled: false\n")
+    date = nightly_date(landed)
+    pipeline.run_nightly("synthetic-up", date, storage=local_storage, deploy_mode="force")
+    latest = local_storage.read_json("batch/synthetic-up/latest.json")
     land_new_items(local_storage)
     out = pipeline.run_update("synthetic-up", two_hours_later(date), storage=local_storage)
     assert out["deploy"]["deployed"]
@@ -286,8 +318,34 @@ def test_refresh_options_are_checked():
     from recsys.errors import ConfigError
     from recsys.inference.refresh import RefreshOptions
 
-    assert RefreshOptions.from_dict(None) == RefreshOptions(enabled=False)
+    assert RefreshOptions.from_dict(None) == RefreshOptions(enabled=True)
     with pytest.raises(ConfigError, match="min_new_items"):
         RefreshOptions.from_dict({"min_new_items": 0})
     with pytest.raises(ConfigError, match="unknown"):
         RefreshOptions.from_dict({"threshold": 3})
+
+
+def test_shipped_movielens_update_finds_metadata_neighbours():
+    """The shipped MovieLens setup: the solution trains without metadata, and the update's
+    metadata index (the dataset group's GENRES, TAGS, TITLE, YEAR) still places new movies
+    by their neighbours, with the shipped campaign's update options."""
+    from recsys.config import SolutionConfig
+    from recsys.data.sources.movielens import load_movielens
+    from recsys.recipes.cold import MetadataIndex
+    from recsys.schema import DatasetGroup
+
+    assert SolutionConfig.load("movielens-up").hyperparameters["use_metadata"] is False
+    options = updates.update_options("movielens")
+    schema = DatasetGroup.load("movielens").schemas["items"]
+    items = load_movielens(REPO / "data" / "ml-latest-small").items
+    new = np.array(["3114", "78499"], dtype=object)  # Toy Story 2 and 3 arrive late
+    known = items["ITEM_ID"][~items["ITEM_ID"].isin(new)].to_numpy()
+    index = MetadataIndex.build(items, schema, known)
+    assert set(index.config["categorical"]) == {"GENRES"}
+    assert set(index.config["textual"]) == {"TITLE", "TAGS"}
+    assert set(index.config["numeric"]) == {"YEAR"}
+    idx, w, usable = index.neighbours(items, new, options)
+    assert usable.all() and (w.sum(axis=1) > 0).all()
+    titles = dict(zip(items["ITEM_ID"], items["TITLE"], strict=True))
+    for row in idx:
+        assert titles[str(known[row[0]])] == "Toy Story"  # the nearest: the first film

@@ -50,7 +50,7 @@ from recsys.inference.request_bounds import (
     safe_text,
     value_problem,
 )
-from recsys.inference.topk import Exploration, recommend
+from recsys.inference.topk import Exploration, Normaliser, recommend
 from recsys.locks import storage_lock
 from recsys.logs import get_logger
 from recsys.names import check_name
@@ -73,6 +73,12 @@ def batch_root(campaign: str) -> str:
 
 def latest_key(campaign: str) -> str:
     return f"{batch_root(campaign)}/latest.json"
+
+
+def jobs_root(campaign: str) -> str:
+    """Where ad-hoc batch inference jobs go (an input file, or another filter or numResults):
+    their own outputs, never what ``latest`` points at."""
+    return f"batch-jobs/{campaign}"
 
 
 def recipe_index(vocabulary: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -134,6 +140,14 @@ def plan_batch(
         ).n_users
     shards = max(1, min(int(shards), max(n_rows, 1)))
     serving = {**cfg.serving_config(), "num_results": num, "filter": expression or None}
+    # A campaign batch (every user, the campaign's own serving config) may become `latest`;
+    # anything else is a batch inference job with its own prefix.
+    job = (
+        input_key is not None
+        or (num_results is not None and num != int(cfg.num_results))
+        or (filter_expression is not None and (filter_expression or None) != (cfg.filter or None))
+        or bool(values)
+    )
     batch_id = stamped_id(
         logical_date,
         campaign.name,
@@ -146,10 +160,11 @@ def plan_batch(
         seed,
         BATCH_FORMAT,
     )
-    prefix = f"{batch_root(campaign.name)}/{batch_id}"
+    prefix = f"{(jobs_root if job else batch_root)(campaign.name)}/{batch_id}"
     return {
         "batch_id": batch_id,
         "prefix": prefix,
+        "kind": "job" if job else "campaign",
         "campaign": campaign.name,
         "solution": campaign.solution,
         "version_id": version_id,
@@ -231,12 +246,20 @@ def _run_shard(storage: Storage, spec: dict[str, Any], shard: int, part_size: in
 
 # -- finalize -------------------------------------------------------------------------------
 def finalize_batch(storage: Storage, spec: dict[str, Any]) -> dict[str, Any]:
-    """Manifest, then ``_SUCCESS``, then the ``latest`` pointer. Idempotent; the manifest of
-    a complete batch is never rewritten (the finalize runs under the batch's job lock)."""
+    """Manifest, then ``_SUCCESS``, then (a campaign batch of the live deployment only) the
+    ``latest`` pointer. Idempotent; the manifest of a complete batch is never rewritten (the
+    finalize runs under the batch's job lock). The returned dict's ``latest_moved`` (not
+    stored) says whether this call moved ``latest``."""
     with batch_job_lock(storage, spec, "finalize"):
         manifest = _finalize(storage, spec)
-    advance_latest(storage, spec["campaign"], manifest, spec["prefix"], spec["logical_date"])
-    return manifest
+    moved = False
+    if spec.get("kind", "campaign") == "campaign":
+        moved = advance_latest(
+            storage, spec["campaign"], manifest, spec["prefix"], spec["logical_date"]
+        )
+    else:
+        log.info("batch inference job complete", uri=storage.uri(spec["prefix"]))
+    return {**manifest, "latest_moved": moved}
 
 
 def _finalize(storage: Storage, spec: dict[str, Any]) -> dict[str, Any]:
@@ -267,27 +290,59 @@ def _finalize(storage: Storage, spec: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def serves(live: dict[str, Any], version_id: str, revision: str | None) -> bool:
+    """Whether a batch of (version, revision) serves the live deployment: the live version
+    itself, or the live revision of it (a version's batch still serves its revision until the
+    update's refresh replaces it; a revision's batch never serves its version alone)."""
+    return version_id == live["version_id"] and revision in (None, live.get("revision"))
+
+
+def serves_live(storage: Storage, campaign: str, manifest: dict[str, Any]) -> bool:
+    """Whether a batch serves the campaign's live deployment (see :func:`serves`)."""
+    key = campaign_key(campaign)
+    if not storage.exists(key):
+        return False
+    return serves(storage.read_json(key)["live"], manifest["version_id"], manifest.get("revision"))
+
+
+def latest_pointer(storage: Storage, manifest: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {
+        "batch_id": manifest["batch_id"],
+        "prefix": prefix,
+        "uri": storage.uri(prefix),
+        "manifest": f"{prefix}/manifest.json",
+        "version_id": manifest["version_id"],
+        "revision": manifest.get("revision"),
+        "logical_date": manifest["logical_date"],
+        "updated_at": utcnow_iso(),
+    }
+
+
 def advance_latest(
     storage: Storage, campaign: str, manifest: dict[str, Any], prefix: str, logical_date: str
 ) -> bool:
-    """Point ``latest`` at this batch unless it points at a later run. True if moved."""
+    """Point ``latest`` at this batch if it serves the live deployment and ``latest`` does not
+    point at a later run of it. True if moved. (A deploy or rollback in between re-points
+    ``latest`` itself: :func:`recsys.inference.latest.reconcile_latest`.)"""
     key = latest_key(campaign)
     with storage_lock(storage, f"batch-latest-{campaign}", kind="batch finalize"):
+        if not serves_live(storage, campaign, manifest):
+            log.info(
+                "latest pointer kept: this batch is not of the live deployment",
+                batch_id=manifest["batch_id"],
+                version_id=manifest["version_id"],
+            )
+            return False
         current = storage.read_json(key) if storage.exists(key) else None
-        if current and current["logical_date"] > logical_date:
+        if (
+            current
+            and current["logical_date"] > logical_date
+            and current["version_id"] == manifest["version_id"]
+        ):
             log.info("latest pointer kept: it points at a later run", latest=current["batch_id"])
             return False
         storage.write_pointer(
-            key,
-            {
-                "batch_id": manifest["batch_id"],
-                "prefix": prefix,
-                "uri": storage.uri(prefix),
-                "manifest": f"{prefix}/manifest.json",
-                "version_id": manifest["version_id"],
-                "logical_date": logical_date,
-                "updated_at": utcnow_iso(),
-            },
+            key, {**latest_pointer(storage, manifest, prefix), "logical_date": logical_date}
         )
     return True
 
@@ -392,9 +447,11 @@ def _row_key(user: str) -> int:
 
 
 class ColdStart(Recipe):
-    """The cold-start answer's relevance: each item's share of the snapshot's interactions."""
+    """The cold-start answer's relevance: each item's share of the snapshot's interactions
+    (the served score: that share, normalised over the catalogue)."""
 
     name = "cold-start-popularity"
+    score_kind = "share"
 
     def __init__(self, item_ids: np.ndarray, shares: np.ndarray) -> None:
         super().__init__()
@@ -563,7 +620,7 @@ class BatchServer:
             ):
                 cand = np.union1d(base, inc[inc >= 0])
                 cand = cand[~disallowed[cand] & ~np.isin(cand, exclude[j])]
-                scores = score_items(scorer, u, h, cand)
+                scores = score_items(scorer, u, h, cand, over="catalogue")
                 order = np.lexsort((cand, -scores))[: self.k]
                 out[rows[j]] = _line(req.input, self.recipe.item_ids[cand[order]], scores[order])
             return
@@ -577,6 +634,7 @@ class BatchServer:
             disallowed=disallowed if disallowed.any() else None,
             exploration=self.exploration,
             row_keys=keys,
+            normalise=True,
         ):
             for r in range(len(idx)):
                 keep = idx[r] >= 0
@@ -609,13 +667,12 @@ class BatchServer:
                     allowed |= np.isin(idx, self.event_items(resolved.include_events)[du])
                 keep &= allowed
         known_pos = np.flatnonzero(keep & (idx >= 0))
-        scores = score_items(scorer, user, hist, idx[known_pos])
+        scores = score_items(scorer, user, hist, idx[known_pos], over="items")
         order = known_pos[np.lexsort((known_pos, -scores))]
         score_of = dict(zip(known_pos.tolist(), scores.tolist(), strict=True))
         ranked = [items[p] for p in order] + [items[p] for p in np.flatnonzero(keep & (idx < 0))]
-        ranked_scores = [round(float(score_of[p]), 7) for p in order] + [None] * (
-            len(ranked) - len(order)
-        )
+        # items the model was not trained with go last, unscored (PRODUCT.md)
+        ranked_scores = [_sig(score_of[p]) for p in order] + [None] * (len(ranked) - len(order))
         return json.dumps(
             {
                 "input": req.input,
@@ -626,19 +683,40 @@ class BatchServer:
         )
 
 
-def score_items(recipe: Recipe, user: int, history: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Relevance of ``items`` (model indices) for one user, float64."""
+def score_items(
+    recipe: Recipe,
+    user: int,
+    history: np.ndarray,
+    items: np.ndarray,
+    over: str | None = None,
+) -> np.ndarray:
+    """Scores of ``items`` (model indices) for one user, float64.
+
+    ``over=None``: the recipe's raw relevance; ``"catalogue"``: normalised over every item of
+    the catalogue (as :func:`~recsys.inference.topk.recommend` serves them); ``"items"``:
+    normalised over ``items`` alone (a personalized ranking of an ``itemList``: the softmax
+    over the listed items, so they sum to 1)."""
     if len(items) == 0:
         return np.zeros(0)
     users = np.array([user], dtype=np.int64)
     f = recipe.factors(users, [history])
     if f is not None:
         u, v, b = f
-        s = np.asarray(v, np.float32)[items] @ np.asarray(u, np.float32)[0]
+        v = np.asarray(v, np.float32)
+        rows = v if over == "catalogue" else v[items]
+        s = rows @ np.asarray(u, np.float32)[0]
         if b is not None:
-            s = s + np.asarray(b, np.float32)[items]
+            bias = np.asarray(b, np.float32)
+            s = s + (bias if over == "catalogue" else bias[items])
+    else:
+        s = np.asarray(recipe.score(users, [history]), np.float32)[0]
+        s = s if over == "catalogue" else s[items]
+    if over is None:
         return s.astype(np.float64)
-    return np.asarray(recipe.score(users, [history]), np.float64)[0, items]
+    norm = Normaliser(getattr(recipe, "score_kind", "share"), 1)
+    norm.push(np.asarray(s, np.float32)[None, :])
+    out = norm.apply(s[None, :])[0]
+    return out[items] if over == "catalogue" else out
 
 
 def _line(inp: Any, items: np.ndarray, scores: np.ndarray) -> str:
@@ -647,7 +725,7 @@ def _line(inp: Any, items: np.ndarray, scores: np.ndarray) -> str:
             "input": inp,
             "output": {
                 "recommendedItems": [str(i) for i in items],
-                "scores": [round(float(s), 7) for s in scores],
+                "scores": [_sig(s) for s in scores],
             },
             "error": None,
         },
@@ -657,3 +735,9 @@ def _line(inp: Any, items: np.ndarray, scores: np.ndarray) -> str:
 
 def _error_line(inp: Any, error: str) -> str:
     return json.dumps({"input": inp, "output": None, "error": error}, ensure_ascii=False)
+
+
+def _sig(x: float) -> float:
+    """A score with 7 significant digits (a softmax over a large catalogue is small: 7
+    decimals would round it to 0)."""
+    return float(f"{float(x):.7g}")

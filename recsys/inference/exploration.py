@@ -1,16 +1,22 @@
-"""The exploration layer's item statistics: recency within the age cut-off, and impressions.
+"""Which items exploration is for: *cold* items, young and with little interaction data.
 
-An item's exploration score is ``recency × impression_factor``:
+Personalize's ``exploration_weight`` gives exposure to items with less interaction data, and
+``exploration_item_age_cut_off`` limits it to items younger than the cut-off. Age alone does
+not make an item cold: an item is cold when
 
-* ``recency = 1 - age / exploration_item_age_cut_off`` for items younger than the cut-off (0
-  otherwise: old items are not explored). The age runs from ``CREATION_TIMESTAMP`` or, when
-  that is missing, the item's first interaction; an item with neither is brand new (age 0).
-* at most ``MAX_EXPLORED`` items (the highest scores) are explored per job;
-* ``impression_factor = 1 / (1 + unclicked / IMPRESSION_SCALE)``, where ``unclicked`` is how
-  often the item was shown (the ``IMPRESSION`` column) minus how often it was interacted with:
-  an item shown many times without a click gets less exploration.
+* it is **young**: ``age < exploration_item_age_cut_off`` days, the age running from
+  ``CREATION_TIMESTAMP`` or, when that is missing, the item's first interaction (an item with
+  neither is brand new, age 0); and
+* it has **little data**: ``interactions + impressions < COLD_EVIDENCE``, where
+  ``impressions`` counts how often it was shown (the ``IMPRESSION`` column).
 
-:func:`recsys.inference.topk.recommend` blends it with relevance by ``exploration_weight``.
+Its coldness, in (0, 1], is ``recency × (1 - evidence / COLD_EVIDENCE)`` with ``recency =
+1 - age / cut_off``: a brand-new item never shown is 1, an item shown or clicked often is
+explored less.
+
+Where the cold items go is :func:`recsys.inference.topk.recommend`'s job: only cold items
+among the user's own best candidates by the model (relevant to them), a share of the list in
+proportion to ``exploration_weight``, never the first position.
 """
 
 from __future__ import annotations
@@ -24,18 +30,17 @@ from recsys.data.dataset import Dataset
 from recsys.inference.topk import Exploration
 
 DAY = 86_400.0
-#: Most items explored per job: the best by exploration score (ties: catalogue order). Each
-#: user block scores these items too, so this bounds that extra work (users × MAX_EXPLORED).
-MAX_EXPLORED = 4096
-#: Unclicked impressions that halve an item's exploration score.
-IMPRESSION_SCALE = 10.0
+#: Interactions + impressions at which an item stops being cold (it has enough data).
+COLD_EVIDENCE = 10.0
 
 
 def item_exploration_scores(
     item_ids: np.ndarray, data: Dataset, as_of: float, cut_off_days: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(catalogue indices of explorable items, their scores in (0, 1]) for a catalogue."""
+    """(catalogue indices of the cold items, their coldness in (0, 1]) for a catalogue."""
     n = len(item_ids)
+    if cut_off_days <= 0 or n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
     index = pd.Index(np.asarray(item_ids).astype(str))
     created = np.full(n, np.nan)
     if data.items is not None and "CREATION_TIMESTAMP" in data.items.columns:
@@ -53,19 +58,14 @@ def item_exploration_scores(
     created = np.where(np.isnan(created), first, created)
     created = np.where(np.isinf(created), as_of, created)  # never interacted: a new item
     age_days = np.maximum(as_of - created, 0.0) / DAY
-    if cut_off_days <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
     recency = 1.0 - age_days / cut_off_days
     clicks = np.bincount(codes[seen], minlength=n).astype(np.float64)
     shown = np.zeros(n)
     if "IMPRESSION" in inter.columns:
         shown = impression_counts(inter["IMPRESSION"], index)
-    unclicked = np.maximum(shown - clicks, 0.0)
-    score = recency / (1.0 + unclicked / IMPRESSION_SCALE)
-    items = np.flatnonzero(recency > 0)
-    if len(items) > MAX_EXPLORED:
-        best = items[np.lexsort((items, -score[items]))[:MAX_EXPLORED]]
-        items = np.sort(best)
+    evidence = clicks + shown
+    score = recency * (1.0 - evidence / COLD_EVIDENCE)
+    items = np.flatnonzero((recency > 0) & (evidence < COLD_EVIDENCE))
     return items.astype(np.int64), score[items]
 
 

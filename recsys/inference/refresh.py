@@ -63,9 +63,10 @@ REFRESH_FORMAT = 1
 class RefreshOptions:
     """The campaign file's ``update: refresh:`` section."""
 
-    #: Off by default: the update then leaves the batch output alone (or the DAG's
-    #: ``refresh_batch`` param rebuilds it whole).
-    enabled: bool = False
+    #: On by default, so new items reach downstream within the update; off: the update leaves
+    #: the batch output alone until the next nightly (or the DAG's ``refresh_batch`` param
+    #: rebuilds it whole).
+    enabled: bool = True
     #: A user is refreshed when at least this many new items entered their top-k.
     min_new_items: int = 1
     #: At most this many users (most new items first, then snapshot order); None = no limit.

@@ -114,9 +114,10 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class Exploration:
     """What the exploration layer needs for one job (see :mod:`recsys.inference.exploration`).
 
-    ``items``: catalogue indices eligible for exploration (sorted); ``scores``: their item-level
-    exploration score in (0, 1]; ``weight``: the campaign's ``exploration_weight``; ``seed``
-    fixes the per-user jitter that spreads exploration over different items for different users.
+    ``items``: catalogue indices of the *cold* items (young and with little interaction data,
+    sorted); ``scores``: their coldness in (0, 1] (1: brand new, never shown); ``weight``: the
+    campaign's ``exploration_weight``; ``seed`` fixes the per-user jitter that spreads
+    exploration over different cold items for different users.
     """
 
     items: np.ndarray
@@ -128,14 +129,35 @@ class Exploration:
     def active(self) -> bool:
         return self.weight > 0 and len(self.items) > 0
 
+    def slots(self, k: int) -> int:
+        """Positions of a k-list given to cold items: ``round(weight · k · MAX_SHARE)``, at most
+        ``k // 2`` (so they alternate with the model's items and never take the first)."""
+        return min(k // 2, int(np.floor(self.weight * k * EXPLORATION_MAX_SHARE + 0.5)))
+
+    def pool(self, k: int, n_items: int) -> int:
+        """How many of the user's best items (by the model) cold items are chosen among."""
+        return min(n_items, max(EXPLORATION_POOL_FACTOR * k, EXPLORATION_POOL_MIN))
+
+
+#: At weight 1, this share of a list goes to cold items (when the user's pool has enough).
+EXPLORATION_MAX_SHARE = 0.5
+#: A cold item is explored for a user only if it is among the user's top
+#: max(EXPLORATION_POOL_FACTOR · k, EXPLORATION_POOL_MIN) items by model score: relevant to them.
+EXPLORATION_POOL_FACTOR = 20
+EXPLORATION_POOL_MIN = 200
+
 
 def jitter(seed: int, row_keys: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Uniform [0, 1) per (row key, item), a splitmix64 hash: deterministic, no state."""
+    """Uniform [0, 1) per (row key, item), a splitmix64 hash: deterministic, no state.
+
+    ``items``: one item index array for every row (1-D) or one row of items per row (2-D)."""
+    items = np.asarray(items)
+    cols = items[None, :] if items.ndim == 1 else items
     with np.errstate(over="ignore"):
         x = (
             np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
             + row_keys.astype(np.uint64)[:, None] * np.uint64(0xBF58476D1CE4E5B9)
-            + items.astype(np.uint64)[None, :] * np.uint64(0x94D049BB133111EB)
+            + cols.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
         )
         x ^= x >> np.uint64(30)
         x *= np.uint64(0xBF58476D1CE4E5B9)
@@ -143,6 +165,71 @@ def jitter(seed: int, row_keys: np.ndarray, items: np.ndarray) -> np.ndarray:
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(31)
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class Normaliser:
+    """A row's score mass over the whole catalogue, accumulated chunk by chunk beside the top-k.
+
+    ``softmax`` (scores are logits): a running logsumexp, and a score becomes
+    ``exp(s - logsumexp)``; ``share`` (scores are non-negative): a running sum, and a score
+    becomes ``s / sum``. Either way a row's normalised scores over the catalogue sum to 1, so
+    any k of them sum to at most 1. Non-finite scores carry no mass.
+    """
+
+    def __init__(self, kind: str, n_rows: int) -> None:
+        if kind not in SCORE_KINDS:
+            raise ValueError(f"score kind must be one of {SCORE_KINDS}, got {kind!r}")
+        self.kind = kind
+        self.max = np.full(n_rows, -np.inf)
+        self.sum = np.zeros(n_rows)
+        self._buf: np.ndarray | None = None
+
+    def push(self, scores: np.ndarray) -> None:
+        """Offer one chunk (rows × C) of raw scores, before any exclusion."""
+        if scores.shape[1] == 0:
+            return
+        if self.kind == "share":
+            total = scores.sum(axis=1, dtype=np.float64)
+            if not np.isfinite(total).all() or (scores < 0).any():
+                finite = np.isfinite(scores)
+                total = np.where(finite, np.maximum(scores, 0.0), 0.0).sum(axis=1, dtype=np.float64)
+            self.sum += total
+            return
+        m = scores.max(axis=1).astype(np.float64)  # nan in a row makes its max nan
+        if not np.isfinite(m).all():
+            x = np.where(np.isfinite(scores), scores, NEG_INF).astype(np.float32)
+            m = x.max(axis=1).astype(np.float64)
+        else:
+            x = scores
+        m = np.maximum(self.max, m)
+        safe = np.where(np.isfinite(m), m, 0.0)
+        # one scratch buffer: subtract, exp in place, sum (the chunk is a matmul's size)
+        if self._buf is None or self._buf.shape != x.shape:
+            self._buf = np.empty(x.shape, np.float32)
+        buf = self._buf
+        np.subtract(x, safe[:, None].astype(np.float32), out=buf, dtype=np.float32)
+        np.exp(buf, out=buf)
+        with np.errstate(invalid="ignore", over="ignore"):
+            self.sum = self.sum * np.exp(np.where(np.isfinite(self.max), self.max - safe, -np.inf))
+        self.sum += buf.sum(axis=1)  # float32 pairwise sums per row, accumulated in float64
+        self.max = m
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Normalised scores (float64) for raw ``values`` of these rows; nan stays nan."""
+        v = np.asarray(values, dtype=np.float64)
+        if self.kind == "share":
+            total = np.where(self.sum > 0, self.sum, np.inf)[:, None]
+            return np.where(np.isfinite(v), np.maximum(v, 0.0) / total, np.nan)
+        safe = np.where(np.isfinite(self.max), self.max, 0.0)[:, None]
+        lse = safe + np.log(np.where(self.sum > 0, self.sum, 1.0))[:, None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.exp(np.minimum(v - lse, 0.0))
+        return np.where(np.isfinite(v), out, np.nan)
+
+
+#: What a recipe's raw scores are (``Recipe.score_kind``): logits (``softmax``) or
+#: non-negative masses (``share``).
+SCORE_KINDS = ("softmax", "share")
 
 
 class _Factors:
@@ -205,28 +292,37 @@ def recommend(
     disallowed: np.ndarray | None = None,
     exploration: Exploration | None = None,
     row_keys: np.ndarray | None = None,
+    normalise: bool = False,
     block_size: int = 1024,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (start, item indices, scores) per block of users.
 
     ``exclude[i]``: item indices never recommended to row i (seen items, per-user filters);
-    ``disallowed``: bool per item, True = never recommended (item-level filters). With an active
-    ``exploration``, its items leave the relevance top-k and come back through the blend
-    ``(1 - w) · relevance (min-max scaled over the row's candidates) + w · exploration``;
-    ``row_keys`` (uint64 per row, e.g. a hash of the user id) seed each row's jitter.
+    ``disallowed``: bool per item, True = never recommended (item-level filters).
+
+    With an active ``exploration``, each row's top ``exploration.pool(k)`` items by the model
+    are the candidates, and up to ``exploration.slots(k)`` cold items among them (not already
+    in the model's own top k) take every other position from the end of the list, the
+    coldest first (with a per-row jitter seeded by ``row_keys``, uint64 per row, e.g. a hash of
+    the user id); the model's items fill the other positions in its order. The first
+    position is always the model's best item.
+
+    ``normalise``: scores in [0, 1], normalised over the whole catalogue (every item, before
+    exclusions) by the recipe's :attr:`~recsys.recipes.base.Recipe.score_kind` (see
+    :class:`Normaliser`), and made non-increasing down the list (an explored item's lower
+    score caps the ones after it), so a row's scores are descending and sum to at most 1.
+    Without it: the recipe's raw scores.
     """
     n_users = len(users)
     explore = exploration if exploration is not None and exploration.active else None
     n_items = len(recipe.item_ids)
-    mask = None if disallowed is None else np.asarray(disallowed, dtype=bool).copy()
-    if explore is not None:
-        mask = np.zeros(n_items, bool) if mask is None else mask
-        x_disallowed = mask[explore.items].copy()
-        mask[explore.items] = True
-        if row_keys is None:
-            row_keys = np.arange(n_users, dtype=np.uint64)
+    mask = None if disallowed is None else np.asarray(disallowed, dtype=bool)
     masked_cols = None if mask is None or not mask.any() else np.flatnonzero(mask)
+    depth = k if explore is None else max(k, explore.pool(k, n_items))
+    if explore is not None and row_keys is None:
+        row_keys = np.arange(n_users, dtype=np.uint64)
+    kind = getattr(recipe, "score_kind", "share")
 
     probe = recipe.factors(users[:1], histories[:1]) if n_users else None
     factors = None
@@ -239,40 +335,37 @@ def recommend(
         stop = min(start + block_size, n_users)
         hist = histories[start:stop]
         ex_rows, ex_items = _exclusion_pairs(exclude, start, stop)
-        acc = TopKAccumulator(stop - start, k)
+        acc = TopKAccumulator(stop - start, depth)
+        norm = Normaliser(kind, stop - start) if normalise else None
         if factors is not None:
             u_vec, v_mat, bias = recipe.factors(users[start:stop], hist)
             if not factors.made_from(v_mat, bias):
                 factors = _prepared(recipe, v_mat, bias)
             u_aug = _Factors.users(u_vec)
-            chunk = max(k, chunk_elements // max(stop - start, 1))
+            chunk = max(depth, chunk_elements // max(stop - start, 1))
             for c0 in range(0, n_items, chunk):
                 c1 = min(c0 + chunk, n_items)
                 scores = u_aug @ factors.items[c0:c1].T
+                if norm is not None:
+                    norm.push(scores)
                 _mask_chunk(scores, c0, c1, ex_rows, ex_items, masked_cols)
                 acc.push(scores, c0)
-            x_scores = None
-            if explore is not None:
-                x_scores = u_aug @ factors.items[explore.items].T
         else:
             full = np.asarray(recipe.score(users[start:stop], hist), dtype=np.float32)
             full = np.where(np.isfinite(full), full, NEG_INF).astype(np.float32, copy=False)
-            x_scores = full[:, explore.items].copy() if explore is not None else None
+            if norm is not None:
+                norm.push(full)
             _mask_chunk(full, 0, full.shape[1], ex_rows, ex_items, masked_cols)
             acc.push(full, 0)
         idx, val = acc.idx, acc.val
         if explore is not None:
-            # The exploration items' relevance, with the same exclusions as the rest.
-            x_scores = np.where(np.isfinite(x_scores), x_scores, NEG_INF).astype(np.float32)
-            x_scores[:, x_disallowed] = NEG_INF
-            pos = np.searchsorted(explore.items, ex_items)
-            hit = (pos < len(explore.items)) & (
-                explore.items[np.minimum(pos, len(explore.items) - 1)] == ex_items
-            )
-            x_scores[ex_rows[hit], pos[hit]] = NEG_INF
-            idx, val = _blend(idx, val, x_scores, explore, row_keys[start:stop], k)
-        out_val = val.astype(np.float32, copy=True)
+            idx, val = _explore(idx, val, explore, row_keys[start:stop], k)
+        out_val = val.astype(np.float64 if norm is not None else np.float32, copy=True)
         out_val[idx < 0] = np.nan
+        if norm is not None:
+            out_val = norm.apply(out_val)
+            filled = np.where(np.isnan(out_val), np.inf, out_val)
+            out_val = np.where(np.isnan(out_val), np.nan, np.minimum.accumulate(filled, axis=1))
         yield start, idx.copy(), out_val
 
 
@@ -293,42 +386,49 @@ def _mask_chunk(
             scores[:, masked_cols[a:b] - c0] = NEG_INF
 
 
-def _blend(
-    idx: np.ndarray,
-    val: np.ndarray,
-    x_scores: np.ndarray,
-    explore: Exploration,
-    row_keys: np.ndarray,
-    k: int,
+def _explore(
+    idx: np.ndarray, val: np.ndarray, explore: Exploration, row_keys: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    n = len(idx)
-    cand_idx = np.concatenate([idx, np.broadcast_to(explore.items, (n, len(explore.items)))], 1)
-    rel = np.concatenate([val, x_scores], axis=1).astype(np.float64)
-    finite = np.isfinite(rel) & (cand_idx >= 0)
-    hi = np.where(finite, rel, -np.inf).max(axis=1, initial=-np.inf)
-    lo = np.where(finite, rel, np.inf).min(axis=1, initial=np.inf)
-    span = hi - lo
-    rel = np.where(finite, rel, 0.0)
-    lo = np.where(np.isfinite(lo), lo, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel_n = np.where(span[:, None] > 0, (rel - lo[:, None]) / span[:, None], 1.0)
-    expl = np.zeros_like(rel)
-    expl[:, idx.shape[1] :] = explore.scores[None, :] * (
-        0.5 + 0.5 * jitter(explore.seed, row_keys, explore.items)
+    """The served k per row from the model's deeper top list ``idx``/``val`` (see
+    :func:`recommend`): cold candidates beyond the model's own top k take the exploration
+    slots, every other position from the end, the model's items the rest in its order."""
+    n, depth = idx.shape
+    out_idx = idx[:, :k].copy()
+    out_val = val[:, :k].copy()
+    n_slots = explore.slots(k)
+    if n_slots == 0 or depth <= k - n_slots:
+        return out_idx, out_val
+    pos = np.searchsorted(explore.items, np.maximum(idx, 0))
+    pos = np.minimum(pos, len(explore.items) - 1)
+    cold = (idx >= 0) & (explore.items[pos] == idx)
+    # only items the model itself would not serve: positions >= k - n_slots of its list
+    cold[:, : k - n_slots] = False
+    if not cold.any():
+        return out_idx, out_val
+    priority = np.where(
+        cold, explore.scores[pos] * (0.5 + 0.5 * jitter(explore.seed, row_keys, idx)), -1.0
     )
-    w = float(explore.weight)
-    blended = np.where(finite, (1.0 - w) * rel_n + w * expl, -np.inf)
-    order = np.lexsort((np.where(finite, cand_idx, np.iinfo(np.int64).max), -blended), axis=1)
-    order = order[:, :k]
-    out_idx = np.take_along_axis(cand_idx, order, axis=1)
-    out_val = np.take_along_axis(blended, order, axis=1).astype(np.float32)
-    bad = ~np.take_along_axis(finite, order, axis=1)
-    out_idx = np.where(bad, -1, out_idx)
-    out_val[bad] = NEG_INF
-    if out_idx.shape[1] < k:  # fewer candidates than k
-        pad = k - out_idx.shape[1]
-        out_idx = np.pad(out_idx, ((0, 0), (0, pad)), constant_values=-1)
-        out_val = np.pad(out_val, ((0, 0), (0, pad)), constant_values=NEG_INF)
+    slots = k - 1 - 2 * np.arange(n_slots)  # bottom first: k-1, k-3, ...
+    for r in np.flatnonzero(cold.any(axis=1)):
+        order = np.argsort(-priority[r], kind="stable")[:n_slots]
+        chosen = order[priority[r, order] > 0]
+        m = len(chosen)
+        keep = np.ones(depth, bool)
+        keep[chosen] = False
+        own = np.flatnonzero(keep & (idx[r] >= 0))[: k - m]
+        places = np.sort(slots[:m])  # the m bottom slots, top-most gets the coldest
+        row_idx = np.full(k, -1, np.int64)
+        row_val = np.full(k, NEG_INF, np.float32)
+        row_idx[places] = idx[r, chosen]
+        row_val[places] = val[r, chosen]
+        rest = np.setdiff1d(np.arange(k), places)[: len(own)]
+        row_idx[rest] = idx[r, own]
+        row_val[rest] = val[r, own]
+        if len(own) < k - m:  # fewer candidates than k: close the gaps, padding last
+            ok = row_idx >= 0
+            row_idx = np.concatenate([row_idx[ok], row_idx[~ok]])
+            row_val = np.concatenate([row_val[ok], row_val[~ok]])
+        out_idx[r], out_val[r] = row_idx, row_val
     return out_idx, out_val
 
 

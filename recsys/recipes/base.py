@@ -56,6 +56,11 @@ class Recipe(ABC):
     #: True when every user gets the same scores (trending-now): batch serving then answers
     #: cold-start users with the recipe itself instead of the snapshot's popularity.
     user_independent: ClassVar[bool] = False
+    #: What :meth:`score` returns, and so what a served score is (``recsys.inference.topk.
+    #: Normaliser``): ``softmax``: logits, served as the softmax over the whole catalogue;
+    #: ``share``: non-negative masses, served as each item's share of the catalogue's total.
+    #: Either way a user's served scores are in [0, 1] and sum to at most 1.
+    score_kind: ClassVar[str] = "share"
 
     def __init__(self, **hyperparameters: Any) -> None:
         unknown = set(hyperparameters) - set(self.defaults)
@@ -112,11 +117,15 @@ class Recipe(ABC):
         items: pd.DataFrame | None,
         options: NewItemOptions,
         counts: np.ndarray | None = None,
+        schema: Any = None,
     ) -> dict[str, Any]:
         """Append ``new_ids`` to the catalogue without retraining (the 2-hourly update),
         leaving every existing item's parameters as they are; returns a report (see
         :func:`recsys.recipes.cold.report`). ``counts``: each new item's interactions in the
-        update's snapshot (recipes may use them). Recipes that cannot do it raise ConfigError."""
+        update's snapshot (recipes may use them); ``schema``: the items dataset's
+        :class:`~recsys.schema.Schema` (which fields are categorical, textual, numeric), for a
+        metadata index when the model has no metadata of its own. Recipes that cannot do it
+        raise ConfigError."""
         from recsys.errors import ConfigError
 
         raise ConfigError(f"recipe {self.name} cannot add items without retraining")

@@ -1,8 +1,11 @@
 """New items without retraining: metadata-neighbour initialisation (the 2-hourly update).
 
-A new item's metadata representation ``f`` is computed with the stored feature config; its
-``k`` nearest known items by cosine similarity of ``f`` (at least ``min_similarity``) give its
-id embedding and output bias as a weighted mean of theirs. An item with no usable metadata (or
+A new item's metadata representation ``f`` is computed with the stored feature config (a model
+trained with metadata), or else taken from a :class:`MetadataIndex` over the known items'
+metadata in the update's items dataset (categorical, textual and numeric fields of its
+schema: the model need not have trained on them); its ``k`` nearest known items by cosine
+similarity of ``f`` (at least ``min_similarity``) give its id embedding and output bias as a
+weighted mean of theirs. An item with no usable metadata (or
 no neighbour above the floor) gets the *prior*: the popularity-weighted mean embedding and the
 median bias, i.e. "an average item", which exploration then surfaces as new. Never a random
 vector: a random row scores arbitrarily and cannot be told apart from a learned one.
@@ -11,11 +14,16 @@ vector: a random row scores arbitrarily and cannot be told apart from a learned 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from recsys.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recsys.schema import Schema
 
 WEIGHTINGS = ("similarity", "softmax", "uniform")
 #: Rows of new items per similarity block (bounds memory at BLOCK × n_known floats).
@@ -87,7 +95,7 @@ def nearest_neighbours(
     ``min_similarity`` are 0; a row whose weights are all 0 has no neighbour. Ties go to the
     lower index (a stable order), so the result is deterministic.
     """
-    m = len(new)
+    m = new.shape[0]
     pool = np.flatnonzero(candidates)
     k = min(options.k, len(pool))
     idx = np.zeros((m, max(k, 1)), dtype=np.int64)
@@ -97,6 +105,7 @@ def nearest_neighbours(
     K = _normalise(known[pool])
     for a in range(0, m, BLOCK):
         S = _normalise(new[a : a + BLOCK]) @ K.T  # block × pool
+        S = S.toarray() if sp.issparse(S) else np.asarray(S)
         part = (
             np.argpartition(-S, k - 1, axis=1)[:, :k]
             if k < S.shape[1]
@@ -135,7 +144,11 @@ def weighted_mean(
     return mean.astype(np.float32)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def _normalise(x):
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float32)
+        n = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        return sp.diags(np.divide(1.0, n, out=np.zeros_like(n), where=n > 0)) @ x
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
@@ -177,3 +190,87 @@ def log_popularity(popularity: np.ndarray, counts: np.ndarray | None = None) -> 
     known = np.log(p + 1.0 / n)
     new = None if counts is None else np.log((np.asarray(counts, np.float64) + 1.0) / n)
     return known, new
+
+
+#: Weight of the standardised numeric fields beside the (unit-norm) token part of a vector.
+NUMERIC_WEIGHT = 0.5
+
+
+@dataclass
+class MetadataIndex:
+    """Item metadata as sparse vectors for neighbour search, fitted on the known items.
+
+    Categorical values (``|``-joined multi-values) and textual word uni- and bi-grams are
+    tokens (:mod:`recsys.recipes.features`), weighted by tf-idf over the known items (a genre
+    every item has says little) and scaled to unit norm; the standardised numeric fields follow,
+    times ``NUMERIC_WEIGHT``. An item with no known token and no numeric value has no usable
+    metadata."""
+
+    config: dict[str, Any]
+    idf: np.ndarray
+    #: The known items' vectors (n_known × dim, CSR) and whether each has usable metadata.
+    vectors: sp.csr_matrix
+    usable: np.ndarray
+
+    @classmethod
+    def build(
+        cls, items: pd.DataFrame | None, schema: Schema | None, known_ids: np.ndarray
+    ) -> MetadataIndex | None:
+        """The index over ``known_ids`` (model order); None when there is no metadata field."""
+        from recsys.recipes.features import fit_features
+
+        if items is None or schema is None or not len(known_ids):
+            return None
+        known = np.asarray(known_ids).astype(str)
+        frame = items[items["ITEM_ID"].astype(str).isin(set(known))]
+        config = fit_features(frame, known, schema)
+        if not (config["categorical"] or config["textual"] or config["numeric"]):
+            return None
+        index = cls(config, np.ones(int(config["n_tokens"]), np.float32), sp.csr_matrix((0, 0)),
+                    np.zeros(0, bool))  # fmt: skip
+        bags, _, has = index._bags(items, known)
+        df = np.bincount(bags.indices, minlength=bags.shape[1]).astype(np.float64)
+        index.idf = np.log((1.0 + len(known)) / (1.0 + df)).astype(np.float32) + 1.0
+        index.vectors, index.usable = index.encode(items, known)
+        return index
+
+    def _bags(self, items: pd.DataFrame, ids: np.ndarray):
+        from recsys.recipes.features import encode_features, usable_metadata
+
+        feats = encode_features(items, np.asarray(ids, dtype=object), self.config)
+        n = len(ids)
+        lengths = np.diff(np.append(feats.offsets, len(feats.tokens)))
+        rows = np.repeat(np.arange(n), lengths)
+        keep = feats.tokens > 0  # slot 0: an unknown category, the same for every item
+        bags = sp.csr_matrix(
+            (np.ones(int(keep.sum()), np.float32), (rows[keep], feats.tokens[keep])),
+            shape=(n, int(self.config["n_tokens"])),
+        )
+        bags.sum_duplicates()
+        return bags, feats.numeric, usable_metadata(feats, items, np.asarray(ids, dtype=object))
+
+    def encode(
+        self, items: pd.DataFrame | None, ids: np.ndarray
+    ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(vectors, usable) of ``ids`` in this index's space (unknown values ignored)."""
+        n_tok = int(self.config["n_tokens"])
+        n_num = len(self.config.get("numeric", {}))
+        if items is None or not len(ids):
+            return sp.csr_matrix((len(ids), n_tok + n_num), dtype=np.float32), np.zeros(
+                len(ids), bool
+            )
+        bags, numeric, usable = self._bags(items, np.asarray(ids).astype(str))
+        tfidf = _normalise(bags @ sp.diags(self.idf))
+        parts = [tfidf]
+        if n_num:
+            parts.append(sp.csr_matrix(numeric * np.float32(NUMERIC_WEIGHT / np.sqrt(n_num))))
+        return sp.hstack(parts, format="csr", dtype=np.float32), usable
+
+    def neighbours(
+        self, items: pd.DataFrame | None, new_ids: np.ndarray, options: NewItemOptions
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices m × k into the known items, weights m × k, usable per new item)."""
+        vectors, usable = self.encode(items, new_ids)
+        idx, w = nearest_neighbours(self.vectors, vectors, self.usable, options)
+        w[~usable] = 0.0
+        return idx, w, usable

@@ -12,7 +12,10 @@ from recsys.recipes.base import Recipe, TrainingOptions
 
 
 class PopularityCount(Recipe):
-    """Scores = each item's share of the training interactions (same for every user)."""
+    """Scores = each item's share of the training interactions (same for every user).
+
+    Served score (``score_kind = "share"``): that share, i.e. the item's fraction of all
+    training interactions (the catalogue's scores sum to 1)."""
 
     name = "popularity-count"
     defaults: dict = {}
@@ -40,7 +43,7 @@ class PopularityCount(Recipe):
             self._no_factors = np.zeros((len(self.item_scores), 0), dtype=np.float32)
         return np.zeros((len(users), 0), np.float32), self._no_factors, self.item_scores
 
-    def add_items(self, new_ids, items, options, counts=None) -> dict:
+    def add_items(self, new_ids, items, options, counts=None, schema=None) -> dict:
         """New items score 0 (no interactions yet): they enter through exploration."""
         from recsys.recipes.cold import report
 

@@ -8,6 +8,10 @@ and n the item counts, similarity is ``C_ij / (n_i · n_j) ** popularity_discoun
 similarities to the user's last ``bptt`` items. Users above the
 ``max_user_history_length_percentile`` of history lengths (bots) and items above
 ``max_item_interaction_count_percentile`` are left out of the co-occurrence counts.
+
+Served score (``score_kind = "share"``): the item's similarity sum divided by the sum over the
+whole catalogue, i.e. its share of the user's total similarity mass (sums to 1 over the
+catalogue; Personalize shows no scores for SIMS).
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ class Sims(Recipe):
         # Popularity breaks ties (and answers cold-start users) without outranking a neighbour.
         return scores + 1e-6 * self.popularity / max(float(self.popularity.max()), 1e-12)
 
-    def add_items(self, new_ids, items, options, counts=None) -> dict:
+    def add_items(self, new_ids, items, options, counts=None, schema=None) -> dict:
         """New items have no co-occurrences yet (empty rows and columns): they enter through
         exploration until the nightly retraining counts them."""
         from recsys.recipes.cold import report

@@ -15,6 +15,10 @@
 * Training: AdamW, bf16 autocast on CPUs with AMX/AVX-512-bf16 (``precision``), the full
   softmax fused and chunked (``losses.py``), fast dropout masks, early stopping
   on the NDCG@10 of each training user's last item, a time budget, deterministic per seed.
+* Served score (``score_kind = "softmax"``, Personalize's): the softmax of ``z_iᵀ h_u + b_i``
+  over the whole catalogue, the model's probability that i is the user's next item (a user
+  without history: the softmax of log-popularity, i.e. each item's share of the training
+  interactions). personalized-ranking: the softmax over the request's ``itemList`` alone.
 """
 
 from __future__ import annotations
@@ -254,6 +258,7 @@ class UserPersonalization(Recipe):
     """Sequence model over item ids and metadata (see module docstring)."""
 
     name = "user-personalization"
+    score_kind = "softmax"
     defaults: dict[str, Any] = {
         # Personalize's names and defaults
         "hidden_dimension": 149,
@@ -742,11 +747,16 @@ class UserPersonalization(Recipe):
         items: pd.DataFrame | None,
         options: cold.NewItemOptions,
         counts: np.ndarray | None = None,
+        schema: Any = None,
     ) -> dict[str, Any]:
         """Append items: e and b from the k nearest known items by cosine of their metadata
         representation f (similarity-weighted), the prior where there is no usable metadata.
-        ``counts``: each new item's interactions so far (``options.popularity_bias``).
-        Existing items' rows and every other weight stay exactly as they were."""
+        A model trained with metadata uses its own f; one trained without uses a
+        :class:`~recsys.recipes.cold.MetadataIndex` over the known items' fields in ``items``
+        (``schema``: the items dataset's schema, which says which fields are categorical,
+        textual or numeric). ``counts``: each new item's interactions so far
+        (``options.popularity_bias``). Existing items' rows and every other weight stay
+        exactly as they were."""
         model = self.model
         assert model is not None
         new_ids = np.asarray(new_ids, dtype=object)
@@ -772,6 +782,16 @@ class UserPersonalization(Recipe):
             ).numpy()
             known_ok = usable_metadata(self.features)
             idx, w = cold.nearest_neighbours(f_known, f_new, known_ok, options)
+            method = "metadata-neighbours"
+        else:
+            index = cold.MetadataIndex.build(items, schema, self.item_ids)
+            if index is not None:
+                idx, w, usable = index.neighbours(items, new_ids, options)
+                method = "metadata-index"
+            else:
+                reasons = {i: "no item metadata (no items dataset or fields)" for i in range(m)}
+                method = "prior"
+        if method != "prior":
             found = usable & (w.sum(axis=1) > 0)
             e_new[found] = cold.weighted_mean(E, idx[found], w[found], options.preserve_norm)
             b_new[found] = (w[found] * b[idx[found]]).sum(axis=1)
@@ -779,10 +799,6 @@ class UserPersonalization(Recipe):
                 reasons[int(i)] = (
                     "no usable metadata" if not usable[i] else "no neighbour above min_similarity"
                 )
-            method = "metadata-neighbours"
-        else:
-            reasons = {i: "recipe has no item metadata" for i in range(m)}
-            method = "prior"
         if options.popularity_bias and counts is not None:
             # the item's own popularity so far + what items like it get beyond popularity
             log_p, log_p_new = cold.log_popularity(self.popularity, counts)
@@ -864,6 +880,11 @@ class UserPersonalization(Recipe):
 
 
 class PersonalizedRanking(UserPersonalization):
-    """personalized-ranking: the same model, used to re-rank a given list of items."""
+    """personalized-ranking: the same model, used to re-rank a given list of items.
+
+    Served score: the softmax of ``z_iᵀ h_u + b_i`` over the request's ``itemList`` alone (the
+    known listed items' scores sum to 1; an item the model does not know goes last, unscored),
+    as Personalize's GetPersonalizedRanking; plain recommendations are scored as
+    user-personalization's."""
 
     name = "personalized-ranking"

@@ -75,7 +75,7 @@ def test_rejects_over_the_threshold_fail_the_import_and_write_no_snapshot(local_
     assert str(err.value) == (
         f"file {local_storage.uri(key)}, row 4, column TIMESTAMP: 'yesterday' is not a number"
         " — 10 of 15 interactions records rejected (66.67%), above the dataset group's "
-        "max_reject_fraction 0.01 (validation: in configs/dataset_groups/synthetic); every "
+        "max_reject_fraction 0.01 (validation: in configs/dataset_groups/synthetic.yaml); every "
         f"rejected row with its reason is under {local_storage.uri(prefix)}"
     )
     report = local_storage.read_json(f"{prefix}/report.json")

@@ -88,11 +88,21 @@ def test_input_lines_errors_cold_start_and_ranking(local_storage, live, syntheti
     cold = out[5]["output"]["recommendedItems"]
     assert out[5]["error"] is None and len(cold) == 10
     assert cold[0] == pop.index[0] and manifest["cold_start"] == 1
-    # Ranking: the given items re-ordered by score (duplicates once), unknown items last, unscored.
+    # Ranking: the given items re-ordered by score (duplicates once), unknown items last,
+    # unscored; the known items' scores are normalised over the list (they sum to 1).
     ranked = out[8]["output"]
     assert ranked["recommendedItems"][-1] == "nope" and ranked["scores"][-1] is None
     assert sorted(ranked["recommendedItems"][:2]) == ["i1", "i3"]
-    assert ranked["scores"][0] >= ranked["scores"][1]
+    assert ranked["scores"][0] >= ranked["scores"][1] > 0
+    assert sum(ranked["scores"][:2]) == pytest.approx(1.0, abs=1e-6)
+    # Recommendations: scores in [0, 1], descending, normalised over the whole catalogue.
+    for o in (first, out[5]["output"]):
+        sc = o["scores"]
+        assert all(0 <= x <= 1 for x in sc) and sc == sorted(sc, reverse=True)
+        assert 0 < sum(sc) <= 1 + 1e-6
+    # the cold-start answer over the whole catalogue: each item's share of the interactions
+    shares = pop / pop.sum()
+    np.testing.assert_allclose(out[5]["output"]["scores"], shares.to_numpy()[:10], atol=1e-6)
 
 
 def test_parse_request_defaults_and_overrides():
@@ -153,22 +163,38 @@ def test_filter_on_unknown_field_is_refused(local_storage, live):
         run(local_storage, live, campaign(filter='EXCLUDE ItemID WHERE Items.COLOR IN ("red")'))
 
 
-def test_exploration_weight_changes_the_share_of_new_items(local_storage, live, synthetic_data):
+def test_exploration_weight_changes_the_share_of_cold_items(local_storage, live, synthetic_data):
+    from recsys.inference.exploration import COLD_EVIDENCE
+
     as_of = pd.Timestamp(live["date"]).timestamp()
     created = synthetic_data.items.set_index("ITEM_ID")["CREATION_TIMESTAMP"]
-    new = set(created[as_of - created < 30 * DAY].index)
+    counts = synthetic_data.interactions["ITEM_ID"].value_counts()
+    young = created[as_of - created < 30 * DAY].index
+    cold = {i for i in young if counts.get(i, 0) < COLD_EVIDENCE}
+    assert cold and set(young) - cold  # some young items have data: age alone is not cold
 
-    def share(weight):
+    def served(weight):
         m = run(local_storage, live, campaign(exploration_weight=weight))
-        recs = [i for o in lines_of(local_storage, m) for i in o["output"]["recommendedItems"]]
-        return np.mean([i in new for i in recs]), m
+        return [o["output"] for o in lines_of(local_storage, m)], m
 
-    none, m0 = share(0.0)
-    full, _ = share(1.0)
-    half, _ = share(0.5)
-    assert full == 1.0  # only young items, as far as they go
-    assert none < half < full
-    again, m0b = share(0.0)
+    def share(outs):
+        recs = [i for o in outs for i in o["recommendedItems"]]
+        return np.mean([i in cold for i in recs])
+
+    (o0, m0), (o5, _), (o1, _) = served(0.0), served(0.5), served(1.0)
+    assert share(o0) < share(o5) < share(o1) <= 0.5  # at most half a list explores
+    for outs in (o5, o1):
+        # the first position stays the model's own: the same item as without exploration
+        assert [o["recommendedItems"][0] for o in outs] == [o["recommendedItems"][0] for o in o0]
+        for o in outs:  # scores stay descending in [0, 1], summing to at most 1
+            sc = o["scores"]
+            assert sc == sorted(sc, reverse=True) and all(0 <= x <= 1 for x in sc)
+            assert sum(sc) <= 1 + 1e-6
+    # young items with plenty of data get no exposure beyond what relevance gives them
+    warm_young = set(young) - cold
+    for a, b in zip(o0, o1, strict=True):
+        assert set(b["recommendedItems"]) & warm_young <= set(a["recommendedItems"]) & warm_young
+    again, m0b = served(0.0)
     assert m0b["batch_id"] == m0["batch_id"]  # same inputs, same batch (reused)
 
 

@@ -1,4 +1,4 @@
-"""Exploration statistics: recency within the cut-off, impressions without clicks."""
+"""Exploration statistics: cold = young within the cut-off and little interaction data."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import pandas as pd
 import pytest
 
 from recsys.data.dataset import Dataset
-from recsys.inference.exploration import IMPRESSION_SCALE, exploration_for, item_exploration_scores
+from recsys.inference.exploration import COLD_EVIDENCE, exploration_for, item_exploration_scores
 
 DAY = 86_400
 NOW = 100 * DAY
 
 
-def test_recency_impressions_and_new_items():
+def test_cold_means_young_and_little_data_not_age_alone():
     items = pd.DataFrame(
         {
-            "ITEM_ID": ["old", "young", "shown", "fresh", "nots"],
-            "CREATION_TIMESTAMP": [NOW - 40 * DAY, NOW - 10 * DAY, NOW - 10 * DAY, None, None],
+            "ITEM_ID": ["old", "young", "shown", "fresh", "nots", "hit"],
+            "CREATION_TIMESTAMP": [NOW - 40 * DAY, NOW - 10 * DAY, NOW - 10 * DAY, None, None]
+            + [NOW - 1 * DAY],
         }
     )
     inter = pd.DataFrame(
@@ -26,43 +27,35 @@ def test_recency_impressions_and_new_items():
             "ITEM_ID": ["old", "young", "nots"],
             "TIMESTAMP": [NOW - 50 * DAY, NOW - 5 * DAY, NOW - 20 * DAY],
             "EVENT_TYPE": ["click"] * 3,
-            # "shown" appears in 20 slates and is never clicked; "young" is shown once, clicked once
             "IMPRESSION": ["shown|young", "shown", "shown"],
         }
     )
-    inter = pd.concat([inter] + [inter.iloc[[1]].assign(USER_ID=f"x{i}") for i in range(17)])
-    data = Dataset(inter.reset_index(drop=True), items)
-    ids = np.array(["old", "young", "shown", "fresh", "nots"], dtype=object)
+    # "hit": one day old but already interacted with 12 times: young, not cold
+    hits = pd.DataFrame(
+        {
+            "USER_ID": [f"h{i}" for i in range(12)],
+            "ITEM_ID": ["hit"] * 12,
+            "TIMESTAMP": [NOW - DAY] * 12,
+            "EVENT_TYPE": ["click"] * 12,
+            "IMPRESSION": [None] * 12,
+        }
+    )
+    data = Dataset(pd.concat([inter, hits]).reset_index(drop=True), items)
+    ids = np.array(["old", "young", "shown", "fresh", "nots", "hit"], dtype=object)
     idx, scores = item_exploration_scores(ids, data, NOW, cut_off_days=30)
     got = dict(zip(ids[idx], scores, strict=True))
     assert "old" not in got  # 40 days old: beyond the cut-off
-    assert got["fresh"] == 1.0  # no creation time, no interaction: brand new
-    np.testing.assert_allclose(got["nots"], 1 - 20 / 30)  # first interaction stands in
-    # young was clicked as often as shown (18 clicks ≥ 1 impression): full recency
-    np.testing.assert_allclose(got["young"], 1 - 10 / 30)
-    shown = (inter["IMPRESSION"].str.count("shown")).sum()
-    np.testing.assert_allclose(got["shown"], (1 - 10 / 30) / (1 + shown / IMPRESSION_SCALE))
-    assert got["shown"] < got["young"]
+    assert "hit" not in got  # young, but 12 interactions >= COLD_EVIDENCE: not cold
+    assert got["fresh"] == 1.0  # no creation time, no interaction, never shown: brand new
+    # first interaction stands in for the creation time; 1 interaction of evidence
+    np.testing.assert_allclose(got["nots"], (1 - 20 / 30) * (1 - 1 / COLD_EVIDENCE))
+    # young: 1 interaction + 1 impression; shown: 3 impressions
+    np.testing.assert_allclose(got["young"], (1 - 10 / 30) * (1 - 2 / COLD_EVIDENCE))
+    np.testing.assert_allclose(got["shown"], (1 - 10 / 30) * (1 - 3 / COLD_EVIDENCE))
+    assert got["shown"] < got["young"] < got["fresh"]
     assert exploration_for(ids, data, NOW, 0.0, 30).active is False
     assert exploration_for(ids, data, NOW, 0.5, 30).active is True
-
-
-def test_at_most_max_explored_items_the_best_ones(monkeypatch):
-    from recsys.inference import exploration
-
-    monkeypatch.setattr(exploration, "MAX_EXPLORED", 2)
-    items = pd.DataFrame(
-        {
-            "ITEM_ID": ["a", "b", "c", "d"],
-            "CREATION_TIMESTAMP": [NOW - d * DAY for d in (9, 1, 5, 1)],
-        }
-    )
-    inter = pd.DataFrame(
-        {"USER_ID": ["u"], "ITEM_ID": ["a"], "TIMESTAMP": [NOW], "EVENT_TYPE": ["click"]}
-    )
-    ids = np.array(["a", "b", "c", "d"], dtype=object)
-    idx, _ = item_exploration_scores(ids, Dataset(inter, items), NOW, 30)
-    assert ids[idx].tolist() == ["b", "d"]  # the two youngest (tie: catalogue order)
+    assert len(exploration_for(ids, data, NOW, 0.5, 0).items) == 0  # cut-off 0: nothing young
 
 
 @pytest.mark.parametrize("dtype", [object, "string[pyarrow]"])

@@ -340,30 +340,127 @@ def test_popularity_factors_match_its_scores():
     assert idx.tolist() == [[1, 0, 2]]  # ties by catalogue order, the seen item left out
 
 
-def test_exploration_weight_moves_new_items_up_deterministically():
+def test_exploration_serves_relevant_cold_items_in_proportion_to_the_weight():
     from recsys.inference.topk import Exploration
 
     rng = np.random.default_rng(2)
-    n_items = 200
+    n_items, k = 2000, 10
     u = rng.standard_normal((50, 4)).astype(np.float32)
     v = rng.standard_normal((n_items, 4)).astype(np.float32)
-    new = np.arange(150, 200)  # the young items: low relevance by construction
+    near = np.arange(150, 200)  # cold items the model finds fairly relevant
+    far = np.arange(1950, 2000)  # cold items the model finds irrelevant to everyone
     b = np.zeros(n_items, np.float32)
-    b[new] = -10.0
+    b[near] = -1.0
+    b[far] = -20.0
     recipe = Factor(u, v, b)
     users = np.arange(50)
     hist = [np.array([], np.int64)] * 50
+    cold = np.concatenate([near, far])
+    base_idx = collect(recommend(recipe, users, hist, k))[1]
+    pool = Exploration(cold, cold * 0.0 + 1, 1.0).pool(k, n_items)
+    assert pool < n_items
+    deep = collect(recommend(recipe, users, hist, pool))[1]  # each user's candidate pool
 
-    def share(weight, seed=0):
-        ex = Exploration(new, np.linspace(1.0, 0.5, len(new)), weight, seed)
-        _, idx, val = collect(recommend(recipe, users, hist, 10, exploration=ex))
-        return np.isin(idx, new).mean(), idx
+    def served(weight, seed=0):
+        ex = Exploration(cold, np.linspace(1.0, 0.5, len(cold)), weight, seed)
+        _, idx, val = collect(recommend(recipe, users, hist, k, exploration=ex))
+        return idx, val
 
-    none, idx0 = share(0.0)
-    some, _ = share(0.3)
-    full, idx1 = share(1.0)
-    assert none == 0.0 and full == 1.0 and 0.0 < some < 1.0
-    assert share(1.0)[1].tolist() == idx1.tolist()  # same seed: same answer
-    assert share(1.0, seed=5)[1].tolist() != idx1.tolist()  # the seed spreads exploration
-    base = collect(recommend(recipe, users, hist, 10))[1]
-    assert idx0.tolist() == base.tolist()  # weight 0 is plain relevance
+    shares = []
+    for w in (0.0, 0.1, 0.3, 0.6, 1.0):
+        idx, _ = served(w)
+        shares.append(np.isin(idx, cold).mean())
+        assert not np.isin(idx, far).any()  # irrelevant cold items: never, at any weight
+        assert (idx[:, 0] == base_idx[:, 0]).all()  # the first position is the model's best
+        slots = Exploration(cold, cold * 0.0 + 1, w).slots(k)
+        for r in range(len(idx)):
+            # explored: cold items the model alone would not have put in the list's head
+            head = base_idx[r][: k - slots].tolist()
+            explored = [i for i in idx[r] if i in cold and i not in head]
+            assert set(explored) <= set(deep[r])  # explored items come from the user's pool
+            assert len(explored) <= slots
+            own = [i for i in idx[r] if i not in explored]  # the model's items, in its order
+            assert own == [i for i in base_idx[r] if i not in explored][: len(own)]
+    assert shares[0] == np.isin(base_idx, cold).mean()  # weight 0: plain relevance
+    assert shares == sorted(shares) and shares[-1] > shares[1] > shares[0]
+    idx1, _ = served(1.0)
+    assert served(1.0)[0].tolist() == idx1.tolist()  # same seed: same answer
+    assert served(1.0, seed=5)[0].tolist() != idx1.tolist()  # the seed spreads exploration
+
+
+def test_normalised_scores_are_the_softmax_over_the_whole_catalogue():
+    rng = np.random.default_rng(4)
+    u = rng.standard_normal((30, 3)).astype(np.float32)
+    v = rng.standard_normal((500, 3)).astype(np.float32)
+    b = rng.standard_normal(500).astype(np.float32)
+    recipe = Factor(u, v, b)
+    recipe.score_kind = "softmax"
+    users = np.arange(30)
+    hist = [rng.choice(500, 5, replace=False) for _ in users]
+    full = (u @ v.T + b).astype(np.float64)
+    p = np.exp(full - full.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    # many small item chunks: the logsumexp is accumulated across chunks
+    _, idx, val = collect(
+        recommend(recipe, users, hist, 7, exclude=hist, normalise=True, chunk_elements=64)
+    )
+    np.testing.assert_allclose(val, np.take_along_axis(p, idx, 1), rtol=1e-4)
+    assert (np.diff(val, axis=1) <= 0).all() and (val.sum(axis=1) <= 1).all()
+    # the dense path (no factors) gives the same
+    dense = collect(
+        recommend(
+            PlainScores(full.astype(np.float32)), users, hist, 7, exclude=hist, normalise=True
+        )
+    )[2]
+    np.testing.assert_allclose(dense, val, rtol=1e-4)
+    # share: non-negative masses divided by the catalogue's total
+    pop = PopularityCount()
+    pop.item_scores = np.array([5, 3, 2, 0], np.float32)
+    pop.item_ids = np.array(list("abcd"), dtype=object)
+    _, idx, val = collect(
+        recommend(pop, np.arange(1), [np.array([0])], 2, exclude=[[0]], normalise=True)
+    )
+    assert idx.tolist() == [[1, 2]]
+    np.testing.assert_allclose(val, [[0.3, 0.2]])  # over the whole catalogue, seen item too
+
+
+class PlainScores(Recipe):
+    name = "test-plain"
+    score_kind = "softmax"
+
+    def __init__(self, full: np.ndarray) -> None:
+        super().__init__()
+        self.full = full
+        self.item_ids = np.array([f"i{j}" for j in range(full.shape[1])], dtype=object)
+
+    def fit(self, data, options):  # pragma: no cover - not used
+        return self
+
+    def score(self, users, histories):
+        return self.full[users]
+
+    def tensors(self):  # pragma: no cover - not used
+        return {}
+
+    def load_tensors(self, tensors):  # pragma: no cover - not used
+        pass
+
+
+def test_normaliser_over_chunks_with_non_finite_scores():
+    from recsys.inference.topk import Normaliser
+
+    x = np.array(
+        [[1.0, 2.0, np.nan, 0.5, 3.0, -INF], [-INF, -INF, -INF, -INF, -INF, -INF]], np.float32
+    )
+    norm = Normaliser("softmax", 2)
+    for c0 in range(0, 6, 2):  # three chunks of two columns
+        norm.push(x[:, c0 : c0 + 2])
+    finite = np.array([1.0, 2.0, 0.5, 3.0])
+    p = norm.apply(x)
+    np.testing.assert_allclose(p[0, [0, 1, 3, 4]], np.exp(finite) / np.exp(finite).sum(), 1e-6)
+    # a non-finite score is no score (nan), and carries no mass; a row without any finite
+    # score has none to normalise
+    assert np.isnan(p[0, [2, 5]]).all() and np.isnan(p[1]).all()
+    share = Normaliser("share", 1)
+    share.push(np.array([[2.0, -1.0, np.inf, 6.0]], np.float32))
+    np.testing.assert_allclose(share.apply(np.array([[2.0, 6.0]])), [[0.25, 0.75]])

@@ -132,7 +132,77 @@ def test_up_without_metadata_uses_the_prior():
     )
     report = up.add_items(np.array(["x"], dtype=object), None, NewItemOptions())
     assert report["method"] == "prior" and report["fallback"] == 1
-    assert report["fallback_items"][0]["reason"] == "recipe has no item metadata"
+    assert report["fallback_items"][0]["reason"] == "no item metadata (no items dataset or fields)"
+
+
+def test_up_trained_without_metadata_finds_neighbours_through_the_metadata_index():
+    """The model never saw GENRES; the update's metadata index over the known items does."""
+    data = cluster_catalogue()
+    up = UserPersonalization(**{**SMALL, "use_metadata": False}).fit(data, TrainingOptions(seed=3))
+    assert up.features is None
+    hist = data.user_histories()
+    before = up.score(np.arange(data.n_users), hist)
+    catalogue = pd.concat([data.items, new_items()])  # the update's items: known and new
+    report = up.add_items(
+        new_items()["ITEM_ID"].to_numpy(), catalogue, NewItemOptions(k=5), schema=SCHEMA
+    )
+    assert report["method"] == "metadata-index"
+    assert report["added"] == 4 and report["from_neighbours"] == 2
+    reasons = {r["item_id"]: r["reason"] for r in report["fallback_items"]}
+    assert reasons == {"no_meta": "no usable metadata", "unknown_genre": "no usable metadata"}
+    after = up.score(np.arange(data.n_users), hist)
+    np.testing.assert_allclose(after[:, : data.n_items], before, rtol=1e-5, atol=1e-5)
+    for col, cluster in ((data.n_items, 2), (data.n_items + 1, 4)):
+        mine = [u for u in range(data.n_users) if u % CLUSTERS == cluster]
+        ranks = [int((after[u, : data.n_items] > after[u, col]).sum()) for u in mine]
+        assert np.median(ranks) < PER_CLUSTER  # among its cluster's items for its users
+        others = [u for u in range(data.n_users) if u % CLUSTERS != cluster]
+        ranks = [int((after[u, : data.n_items] > after[u, col]).sum()) for u in others]
+        assert np.median(ranks) >= PER_CLUSTER
+
+
+def test_metadata_index_uses_categorical_text_and_numeric_fields():
+    from recsys.recipes.cold import MetadataIndex
+
+    schema = Schema(
+        "items",
+        (
+            Field("ITEM_ID", "string"),
+            Field("TITLE", "string", nullable=True, textual=True),
+            Field("YEAR", "int", nullable=True),
+            Field("GENRES", "string", nullable=True, categorical=True),
+        ),
+    )
+    known = pd.DataFrame(
+        {
+            "ITEM_ID": ["ts1", "ts2", "heat", "alien", "old"],
+            "TITLE": ["Toy Story", "Toy Story 2", "Heat", "Alien", "Nosferatu"],
+            "YEAR": [1995, 1999, 1995, 1979, 1922],
+            "GENRES": ["Animation|Children", "Animation|Children", "Action|Crime",
+                       "Horror|Sci-Fi", "Horror"],
+        }
+    )  # fmt: skip
+    new = pd.DataFrame(
+        {
+            "ITEM_ID": ["ts3", "horror-1925", "no-fields"],
+            "TITLE": ["Toy Story 3", None, None],
+            "YEAR": [2010, 1925, None],
+            "GENRES": ["Animation|Children", "Horror", None],
+        }
+    )
+    items = pd.concat([known, new])
+    index = MetadataIndex.build(items, schema, known["ITEM_ID"].to_numpy())
+    assert set(index.config["categorical"]) == {"GENRES"}
+    assert index.config["textual"] == ["TITLE"] and set(index.config["numeric"]) == {"YEAR"}
+    idx, w, usable = index.neighbours(
+        items, new["ITEM_ID"].to_numpy(), NewItemOptions(k=2, min_similarity=0.1)
+    )
+    ids = known["ITEM_ID"].to_numpy()
+    assert set(ids[idx[0]]) == {"ts1", "ts2"}  # title words and genres
+    # genre alone ties alien and old; the year (1925) picks the silent film first
+    assert ids[idx[1][0]] == "old"
+    assert usable.tolist() == [True, True, False] and w[2].sum() == 0
+    assert MetadataIndex.build(None, schema, ids) is None
 
 
 def test_neighbours_floor_weighting_and_ties():
