@@ -165,8 +165,10 @@ def test_the_update_recomputes_the_trend_and_batches_serve_it(
     assert burst not in by_user[users[0]] and "fresh1" not in by_user[users[0]]  # seen
     body = json.dumps({"userId": "never-seen-before"}) + "\n"
     local_storage.write_bytes("batch-inputs/new.jsonl", body.encode())
-    pipeline.batch(
+    job = pipeline.batch(
         trending_campaign, when, storage=local_storage, input_key="batch-inputs/new.jsonl"
     )
-    _, (line,) = read_batch(local_storage, local_storage.read_json(latest)["manifest"])
+    assert job["kind"] != "campaign" and not job["latest_moved"]  # an ad-hoc job: own prefix
+    prefix = f"batch-jobs/{trending_campaign}/{job['batch_id']}"
+    _, (line,) = read_batch(local_storage, f"{prefix}/manifest.json")
     assert line["output"]["recommendedItems"][:2] == [burst, "fresh1"]
