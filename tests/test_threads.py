@@ -12,7 +12,7 @@ from tests.conftest import REPO
 PROBE = (
     "import os, sys\n"
     "{setup}\n"
-    "import recsys.recipes\n"
+    "import recsys.recipes.user_personalization  # loads torch\n"
     "assert 'torch' in sys.modules\n"
     "print(os.environ.get('OMP_WAIT_POLICY'))\n"
 )

@@ -286,7 +286,8 @@ def test_targeted_refresh_is_on_by_default_latest_last_and_can_be_turned_off(
     original = local_storage.write_pointer
 
     def pointer(key, obj):  # `latest` moves last: after the refreshed output is complete
-        order.append((key, local_storage.exists(f"{obj.get('prefix', '')}/_SUCCESS")))
+        done = "prefix" in obj and local_storage.exists(f"{obj['prefix']}/_SUCCESS")
+        order.append((key, done))
         return original(key, obj)
 
     monkeypatch.setattr(local_storage, "write_pointer", pointer)
