@@ -43,7 +43,12 @@ def test_gc_dag_on_local_storage(tmp_path, synthetic_data):
                         RECSYS_STORAGE_URL=str(store))  # fmt: skip
     assert ok, out[-3000:]
     gone = {k for k in before if not storage.exists(k)}
-    prefixes = {w["dead_version"], f"batch/synthetic/{w['batches'][0]}", w["running_batch"]}
+    prefixes = {
+        w["dead_version"],
+        f"batch/synthetic/{w['first_batch']}",  # v0's, written by its deploy; not latest
+        f"batch/synthetic/{w['batches'][0]}",
+        w["running_batch"],
+    }
     assert {k for k in gone if not k.startswith(tuple(prefixes))} == {w["input"]}
     for prefix in prefixes:
         assert not storage.find(prefix)
