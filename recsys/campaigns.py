@@ -72,6 +72,7 @@ def promotion_decision(
     tolerance: float = DEFAULT_GATE_TOLERANCE,
     metrics: tuple[str, ...] | list[str] = DEFAULT_GATE_METRICS,
     min_users: int = DEFAULT_GATE_MIN_USERS,
+    same_as_live: bool = False,
 ) -> dict[str, Any]:
     """Whether to deploy, why, and every number the decision used.
 
@@ -86,6 +87,10 @@ def promotion_decision(
       above ``-tolerance × champion`` (non-inferiority: evidence that it is not worse by more
       than the tolerance; equal rankings give a 0 difference and pass);
     * the holdout has at least ``min_users`` users (fewer is no evidence).
+
+    ``same_as_live``: the new version trained the live version's solution config, seed and
+    data (equal models: nothing happened since, so there is no holdout either): it deploys,
+    the newer of two equal models (a rerun on another day, or a nightly after a backfill).
 
     ``force`` deploys whatever the numbers say (not over a failed validation); ``block`` never.
     """
@@ -141,6 +146,12 @@ def promotion_decision(
         deploy, reason = False, "validation did not pass"
     elif mode == "force":
         deploy, reason = True, "forced by the deploy param"
+    elif same_as_live and live is not None:
+        deploy, reason = (
+            True,
+            "equal models: the same solution config, seed and data as the live version "
+            f"{live['version_id']}; the newer one deploys",
+        )
     elif not challenger:
         why = evaluation.get("reason") or "not evaluated"
         deploy, reason = False, f"no evidence: the new version has no evaluation ({why})"
@@ -319,6 +330,16 @@ def promote(
     evaluation = storage.read_json(key) if storage.exists(key) else None
     outcome: dict[str, Any] = {}
 
+    def same_as(live: dict[str, Any]) -> bool:
+        """Equal models: the live version trained this config and seed on the same data."""
+        if live.get("solution") != campaign.solution:
+            return False
+        other = read_version(storage, live["solution"], live["version_id"])
+        keys = ("solution_config", "seed", "training_mode", "training_interactions")
+        cutoff = version.get("data_cutoff")
+        same_data = cutoff is not None and other.get("data_cutoff") == cutoff
+        return same_data and all(other.get(k) == version.get(k) for k in keys)
+
     def change(state: dict | None) -> dict | None:
         live = state["live"] if state else None
         if live and live["version_id"] == version_id:
@@ -333,6 +354,7 @@ def promote(
             tolerance=campaign.promotion_tolerance,
             metrics=campaign.promotion_metrics,
             min_users=campaign.promotion_min_users,
+            same_as_live=bool(live) and same_as(live),
         )
         if mode != "force" and live and live["logical_date"] > logical_date:
             # A backfill never replaces the deployment of a later run (unless forced).

@@ -121,6 +121,21 @@ def test_gate_equal_models_give_a_stable_documented_outcome():
     assert outcomes == {True}  # equal rankings are not worse: the newer version deploys
 
 
+def test_gate_equal_models_on_the_same_data_deploy_the_newer():
+    # nothing happened since the live version trained: no holdout, but the same config, seed
+    # and data: the newer of two equal models deploys; a different config does not
+    empty = {"arms": {}, "paired": {}, "reason": "no eligible held-out users"}
+    same = decide(empty, min_users=50)
+    assert not same["deploy"] and "no evidence" in same["reason"]
+    equal = promotion_decision(
+        empty, LIVE, validation_passed=True, same_as_live=True, metrics=METRICS
+    )
+    assert equal["deploy"] and "equal models" in equal["reason"]
+    assert not promotion_decision(
+        empty, LIVE, validation_passed=False, same_as_live=True, metrics=METRICS
+    )["deploy"]
+
+
 def test_gate_first_deployment_needs_only_the_baseline():
     pop = users(0.03, seed=1)
     assert decide(arms(users(0.08, seed=2), pop), live=None)["deploy"]

@@ -419,7 +419,13 @@ def test_scheduler_runs_nightly_and_backfill_and_the_plugin_reports_them(
         e["version_id"] for e in reversed(state["history"])
     ]
     assert {v["version_id"] for v in view["versions"]} == set(versions)
-    assert all(v["metrics"]["precision_at_25"] is not None for v in view["versions"])
+    # every version was evaluated; those trained on the live version's data had no holdout
+    # (nothing happened since), the others have Personalize's metrics
+    assert all(
+        v["metrics"] is None or v["metrics"]["precision_at_25"] is not None
+        for v in view["versions"]
+    )
+    assert any(v["metrics"] for v in view["versions"])
     assert view["batch"]["batch_id"] == latest["batch_id"]
     assert view["batch"]["complete"] and not view["batch"]["stale"]
     assert c.get("/recsys/api/campaigns/nope").status_code == 404
