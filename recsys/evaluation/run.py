@@ -164,8 +164,15 @@ def evaluate_solution_version(
         "evaluated_at": utcnow_iso(),
     }
     eprefix = evaluated_prefix(campaign.solution, version_id)
-    if not (~holdout.personalize).any() or not storage.exists(f"{eprefix}/model.json"):
-        result.update(metrics=None, arms={}, paired={}, reason="no eligible held-out users")
+    has_model = storage.exists(f"{eprefix}/model.json")
+    if not (~holdout.personalize).any() or not has_model:
+        reason = (
+            "no eligible held-out users"
+            if has_model or not (~holdout.personalize).any()
+            else "the version has no evaluated model (not trained by the nightly's one "
+            "training, e.g. an HPO trial's model)"
+        )
+        result.update(metrics=None, arms={}, paired={}, reason=reason)
         if not storage.write_json_once(key, result):  # another run wrote it first: theirs
             return storage.read_json(key)
         log.warning("nothing to evaluate on", version_id=version_id, cutoff=cutoff)
