@@ -6,9 +6,10 @@ last: the version is complete once it exists) and later ``metrics.json`` from ev
 One training a night: the recipe is fitted on the training part of the nightly's decision
 holdout (:mod:`recsys.evaluation.holdout`; early stopping and the budget apply there), that
 model is kept under ``evaluated/`` for the evaluation to score, and then the recipe is brought
-to the whole snapshot by :meth:`~recsys.recipes.base.Recipe.refit` (user-personalization
-continues from the best weights for ``final_epochs``; closed-form recipes refit). The served
-model is the refitted one; ``version.json`` records both stops and the holdout it used.
+to the whole snapshot by :meth:`~recsys.recipes.base.Recipe.refit` (closed-form recipes
+refit; user-personalization may continue from its best weights for ``final_epochs``, by
+default 0: the served model is then the evaluated one). ``version.json`` records both stops
+and the holdout it used.
 
 The version id is ``{logical date}-{digest of snapshot, solution config, mode, code version}``:
 a rerun with the same inputs finds the complete version and does not train again.

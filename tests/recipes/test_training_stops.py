@@ -78,14 +78,17 @@ def test_one_training_a_night(local_storage, landed, monkeypatch):
     imp = pipeline.import_datasets("synthetic", date, storage=local_storage)
     sol = SolutionConfig.load(
         "synthetic-popularity",
-        {"recipe": "user-personalization", "hyperparameters": {**SMALL, "epochs": 2}},
+        {
+            "recipe": "user-personalization",
+            "hyperparameters": {**SMALL, "epochs": 2, "final_epochs": 1},
+        },
     )
     version = train_solution_version(local_storage, sol, imp["snapshot_id"], date)
     assert len(fits) == 1 and len(refits) == 1
     holdout = version["holdout"]
     assert fits[0] == refits[0] - holdout["truth_interactions"]  # the part, then the whole
     assert version["training"]["stop_reason"] == "epochs"
-    assert version["final_training"]["final_epochs"] == SMALL.get("final_epochs", 2)
+    assert version["final_training"]["final_epochs"] == 1
     assert local_storage.exists(f"{evaluated_prefix(sol.name, version['version_id'])}/model.json")
     from recsys.config import CampaignConfig
     from recsys.evaluation.run import evaluate_solution_version
@@ -95,3 +98,13 @@ def test_one_training_a_night(local_storage, landed, monkeypatch):
     )
     assert len(fits) == 1 and len(refits) == 1  # scoring trained nothing more
     assert evaluation["arms"]["challenger"]["n"] == holdout["users"]
+
+
+def test_by_default_the_served_model_is_the_evaluated_one():
+    data = cycle_data(n_users=80, length=8)
+    rec = UserPersonalization(**{**SMALL, "epochs": 3})
+    rec.fit(data, TrainingOptions(seed=3))
+    before = {k: v.copy() for k, v in rec.tensors().items()}
+    rec.refit(data, TrainingOptions(seed=3))
+    assert rec.training_report()["final_epochs"] == 0
+    assert all(np.array_equal(before[k], v) for k, v in rec.tensors().items())
