@@ -26,11 +26,12 @@ TRAIN_QUEUE = os.environ.get("RECSYS_TRAIN_QUEUE", "default")
 NIGHTLY_TIMEOUT = timedelta(hours=float(os.environ.get("RECSYS_NIGHTLY_TIMEOUT_HOURS", "12")))
 
 
-def shared_params(*, campaign: str, as_of: str, batch_shards: str) -> dict[str, Any]:
-    """The trigger-form params every recsys DAG has; the descriptions say what they do there."""
+def shared_params(*, campaign: str, as_of: str, batch_shards: str | None = None) -> dict[str, Any]:
+    """The trigger-form params every recsys DAG has; the descriptions say what they do there
+    (``batch_shards`` only for the DAGs that write a batch)."""
     from airflow.sdk import Param
 
-    return {
+    params = {
         "campaign": Param(
             CAMPAIGN,
             type="string",
@@ -56,6 +57,9 @@ def shared_params(*, campaign: str, as_of: str, batch_shards: str) -> dict[str, 
             "endpoint_url in the extra); empty = RECSYS_STORAGE_CONN_ID, else the environment",
         ),
     }
+    if batch_shards is None:
+        del params["batch_shards"]
+    return params
 
 
 class RecsysFailureNotifier(BaseNotifier):

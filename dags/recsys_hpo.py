@@ -31,12 +31,13 @@ from datetime import timedelta
 
 import pendulum
 from _recsys_airflow import (
-    CAMPAIGN,
+    NAME_JSON_PATTERN,
     TRAIN_POOL,
     TRAIN_QUEUE,
     RecsysFailureNotifier,
     as_of,
     no_retry_on_bad_input,
+    shared_params,
     storage,
 )
 from airflow.sdk import Param, dag, get_current_context, task
@@ -72,12 +73,15 @@ def database_url(params: dict) -> str | None:
         "execution_timeout": timedelta(hours=6),
     },
     params={
-        "campaign": Param(
-            CAMPAIGN, type="string", title="Campaign", description="its solution is tuned"
+        **shared_params(
+            campaign="configs/campaigns/<name>.yaml; its solution is tuned",
+            as_of="the logical date the study and version are named from; empty = the "
+            "run's logical date",
         ),
         "snapshot_id": Param(
             None,
             type=["null", "string"],
+            pattern=NAME_JSON_PATTERN,
             title="Snapshot",
             description="train trials on this snapshot; empty = the newest validated one",
         ),
@@ -90,23 +94,10 @@ def database_url(params: dict) -> str | None:
         "hpo_conn_id": Param(
             None,
             type=["null", "string"],
+            pattern=NAME_JSON_PATTERN,
             title="Study database connection",
             description="Airflow connection of the PostgreSQL database holding the Optuna "
             "study; empty = RECSYS_HPO_CONN_ID, RECSYS_HPO_DATABASE_URL, else SQLite",
-        ),
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            title="As of (ISO date)",
-            description="the logical date the study and version are named from; empty = the "
-            "run's logical date",
-        ),
-        "storage_conn_id": Param(
-            None,
-            type=["null", "string"],
-            title="Storage connection id",
-            description="an AWS connection for S3 storage (login/password = key/secret, "
-            "endpoint_url in the extra); empty = RECSYS_STORAGE_CONN_ID, else the environment",
         ),
     },
 )

@@ -24,9 +24,10 @@ from _recsys_airflow import (
     RecsysFailureNotifier,
     as_of,
     no_retry_on_bad_input,
+    shared_params,
     storage,
 )
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, dag, get_current_context, task
 
 
 @dag(
@@ -46,24 +47,9 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
         "execution_timeout": timedelta(hours=2),
     },
     params={
-        "campaign": Param(
-            CAMPAIGN,
-            type="string",
-            title="Campaign",
-            description="configs/campaigns/<name>.yaml; its item_jobs: section says what runs",
-        ),
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            title="As of (ISO date)",
-            description="name the jobs for this date; empty = the run's logical date",
-        ),
-        "storage_conn_id": Param(
-            None,
-            type=["null", "string"],
-            title="Storage connection id",
-            description="an AWS connection for S3 storage (login/password = key/secret, "
-            "endpoint_url in the extra); empty = RECSYS_STORAGE_CONN_ID, else the environment",
+        **shared_params(
+            campaign="configs/campaigns/<name>.yaml; its item_jobs: section says what runs",
+            as_of="name the jobs for this date; empty = the run's logical date",
         ),
     },
 )

@@ -39,7 +39,8 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: {"retries": t.retries, "timeout": t.execution_timeout is not None}
                   for t in dag.tasks},
         "params": sorted(dag.params.keys()),
-        "param_docs": {k: {"title": p.schema.get("title"), "description": p.description}
+        "param_docs": {k: {"title": p.schema.get("title"), "description": p.description,
+                           "pattern": p.schema.get("pattern")}
                        for k, p in dag.params.items()},
         "dagrun_timeout": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
         "on_failure": [type(c).__name__ for c in (
@@ -95,6 +96,22 @@ def test_every_param_is_documented_in_the_trigger_form(parsed):
         for name, doc in dag["param_docs"].items():
             assert doc["title"], f"{dag_id}.{name} has no title"
             assert doc["description"] and len(doc["description"]) > 10, f"{dag_id}.{name}"
+
+
+NAME_PARAMS = ("campaign", "storage_conn_id", "snapshot_id", "hpo_conn_id", "to_version")
+
+
+def test_every_name_param_of_every_dag_has_the_name_grammar(parsed):
+    """A name typed in a trigger form becomes a key: every DAG's form refuses '../x'."""
+    from recsys.names import NAME_JSON_PATTERN
+
+    seen = 0
+    for dag_id, dag in parsed["dags"].items():
+        for name, doc in dag["param_docs"].items():
+            if name in NAME_PARAMS:
+                seen += 1
+                assert doc["pattern"] == NAME_JSON_PATTERN, f"{dag_id}.{name} has no name pattern"
+    assert seen >= 10
 
 
 def test_failures_alert_and_the_nightly_run_has_a_timeout(parsed):
