@@ -14,6 +14,7 @@ is every draw's mean at once, without an n × resamples index matrix.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,13 +33,13 @@ class Interval:
     high: float
     n: int
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {
-            "mean": round(self.mean, 6),
-            "low": round(self.low, 6),
-            "high": round(self.high, 6),
-            "n": self.n,
-        }
+    def to_dict(self) -> dict[str, float | int | None]:
+        """Rounded; no users gives None (JSON has no NaN)."""
+
+        def r(x: float) -> float | None:
+            return None if math.isnan(x) else round(x, 6)
+
+        return {"mean": r(self.mean), "low": r(self.low), "high": r(self.high), "n": self.n}
 
 
 def bootstrap_counts(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:

@@ -45,3 +45,4 @@ def test_constant_and_identical_values_and_determinism():
     assert interval(x, bootstrap_counts(50, seed=3)) == interval(x, counts)
     empty = interval(np.zeros(0), bootstrap_counts(0))
     assert empty.n == 0 and np.isnan(empty.mean)
+    assert empty.to_dict() == {"mean": None, "low": None, "high": None, "n": 0}  # JSON-safe
