@@ -52,6 +52,17 @@ def _free_port() -> int:
     raise RuntimeError("no free port pair found")
 
 
+def _weed_ports() -> dict[str, int]:
+    """Free ports for master, volume, filer and s3 whose gRPC ports (+10000) collide with
+    none of the others (seen once in CI: s3's gRPC port was the filer's port; weed exited)."""
+    for _ in range(50):
+        ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
+        every = list(ports.values()) + [p + 10000 for p in ports.values()]
+        if len(set(every)) == len(every):
+            return ports
+    raise RuntimeError("no four free SeaweedFS port pairs found")
+
+
 def _weed_binary() -> str:
     candidate = Path(sys.executable).parent / "weed"
     if candidate.exists():
@@ -91,7 +102,7 @@ def weed_server(base: Path):
             }
         )
     )
-    ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
+    ports = _weed_ports()
     cmd = [
         _weed_binary(),
         "server",
