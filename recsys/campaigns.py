@@ -31,7 +31,7 @@ from recsys.locks import storage_lock
 from recsys.logs import get_logger
 from recsys.names import check_name
 from recsys.storage import Storage
-from recsys.training import read_version, version_prefix
+from recsys.training import metrics_key, read_version
 
 log = get_logger(__name__)
 GATE_MODES = ("auto", "force", "block")
@@ -55,7 +55,7 @@ def campaign_state(storage: Storage, campaign: str) -> dict[str, Any]:
 
 
 def read_metrics(storage: Storage, solution: str, version_id: str) -> dict[str, float] | None:
-    key = f"{version_prefix(solution, version_id)}/metrics.json"
+    key = metrics_key(solution, version_id)
     return storage.read_json(key)["metrics"] if storage.exists(key) else None
 
 
@@ -326,7 +326,7 @@ def promote(
     the first), and deploy when it says so. A version that is already live is not decided
     again."""
     version = read_version(storage, campaign.solution, version_id)
-    key = f"{version_prefix(campaign.solution, version_id)}/metrics.json"
+    key = metrics_key(campaign.solution, version_id)
     evaluation = storage.read_json(key) if storage.exists(key) else None
     outcome: dict[str, Any] = {}
 

@@ -19,7 +19,7 @@ from recsys.config import config_dir
 from recsys.ids import as_utc
 from recsys.inference.batch import latest_key
 from recsys.storage import Storage
-from recsys.training import list_versions, read_version
+from recsys.training import list_versions, metrics_key, read_version
 
 # The metrics drawn on the chart (all of Personalize's metrics are in the JSON).
 CHART_METRICS = (
@@ -153,8 +153,6 @@ def _version_summary(storage: Storage, solution: str, version_id: str) -> dict[s
 
 def _evaluation_summary(storage: Storage, solution: str, version_id: str) -> dict | None:
     """Challenger, champion and popularity side by side: {role: {metric: interval}}, n."""
-    from recsys.evaluation.run import metrics_key
-
     key = metrics_key(solution, version_id)
     if not storage.exists(key):
         return None

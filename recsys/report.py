@@ -12,7 +12,7 @@ from recsys.campaigns import campaign_state, decisions_prefix
 from recsys.data.imports import snapshot_prefix
 from recsys.inference.batch import latest_key
 from recsys.storage import Storage
-from recsys.training import read_version, version_prefix
+from recsys.training import metrics_key, read_version, version_prefix
 
 #: the rows of the side-by-side table, in order
 REPORT_METRICS = (
@@ -114,8 +114,8 @@ def campaign_report(storage: Storage, campaign: str, n_users: int = 3) -> str:
     live = state["live"]
     version = read_version(storage, state["solution"], live["version_id"])
     vprefix = version_prefix(state["solution"], live["version_id"])
-    metrics_key = f"{vprefix}/metrics.json"
-    evaluation = storage.read_json(metrics_key) if storage.exists(metrics_key) else None
+    key = metrics_key(state["solution"], live["version_id"])
+    evaluation = storage.read_json(key) if storage.exists(key) else None
     latest = (
         storage.read_json(latest_key(campaign)) if storage.exists(latest_key(campaign)) else None
     )
@@ -166,7 +166,7 @@ def _nothing_live(storage: Storage, campaign: str) -> str:
     from recsys.config import CampaignConfig
 
     solution = CampaignConfig.load(campaign).solution
-    key = f"{version_prefix(solution, decision['version_id'])}/metrics.json"
+    key = metrics_key(solution, decision["version_id"])
     evaluation = storage.read_json(key) if storage.exists(key) else None
     return "\n".join(
         [

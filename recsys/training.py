@@ -43,6 +43,11 @@ def version_prefix(solution: str, version_id: str) -> str:
     return f"{versions_prefix(solution)}/{check_name(version_id, 'version id')}"
 
 
+def metrics_key(solution: str, version_id: str) -> str:
+    """The version's evaluation (:mod:`recsys.evaluation.run`), written once."""
+    return f"{version_prefix(solution, version_id)}/metrics.json"
+
+
 def evaluated_prefix(solution: str, version_id: str) -> str:
     """The model fitted on the holdout's training part: what the evaluation scores."""
     return f"{version_prefix(solution, version_id)}/evaluated"

@@ -37,7 +37,7 @@ from recsys.logs import get_logger
 from recsys.recipes import TrainingOptions, get_recipe, load_model
 from recsys.recipes.base import Recipe
 from recsys.storage import Storage
-from recsys.training import evaluated_prefix, model_prefix, read_version, version_prefix
+from recsys.training import evaluated_prefix, metrics_key, model_prefix, read_version
 
 log = get_logger(__name__)
 
@@ -53,10 +53,6 @@ METRIC_MEANINGS = {
     "coverage": "coverage: distinct items recommended to the held-out users / catalogue",
 }
 SERVE_BLOCK = 2048
-
-
-def metrics_key(solution: str, version_id: str) -> str:
-    return f"{version_prefix(solution, version_id)}/metrics.json"
 
 
 def champion_of(storage: Storage, campaign: CampaignConfig) -> dict[str, Any] | None:
