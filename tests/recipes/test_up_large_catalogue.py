@@ -15,6 +15,7 @@ from recsys.data.dataset import Dataset
 from recsys.recipes import TrainingOptions, UserPersonalization
 from recsys.recipes.features import encode_features, fit_features
 from recsys.schema import DatasetGroup
+from recsys.recipes.user_personalization import training
 from tests.recipes.test_user_personalization import SMALL, cycle_data, next_item_accuracy
 
 SAMPLED = {**SMALL, "full_softmax_max_items": 0, "num_negatives": 16}
@@ -64,7 +65,7 @@ def test_sampled_step_updates_only_the_rows_it_touched():
     data = cycle_data(n_users=50, k=40, length=6)
     rec = UserPersonalization(**{**SAMPLED, "epochs": 1, "batch_size": 4, "num_negatives": 3})
     rec.fit(data, TrainingOptions(seed=0))
-    kinds = [type(o).__name__ for o in rec._optimizers(sampled=True)]
+    kinds = [type(o).__name__ for o in training.optimizers(rec.model, rec.hyperparameters, True)]
     assert kinds == ["AdamW", "SparseAdam"]
     # a single sparse step leaves every row it did not touch exactly as it was
     model = rec.model
@@ -137,14 +138,12 @@ def test_batch_top_k_of_the_recipe_matches_its_scores():
 
 @pytest.mark.parametrize("n_val", [3, 700])
 def test_validation_in_blocks_matches_one_block(n_val, monkeypatch):
-    import recsys.recipes.user_personalization as up
-
     data = cycle_data(n_users=800, length=5)
     rec = UserPersonalization(**{**SMALL, "epochs": 1}).fit(data, TrainingOptions(seed=0))
     hist = data.user_histories()
     users = np.arange(n_val)
     one = rec._validate(users, hist)
-    monkeypatch.setattr(up, "SCORE_ELEMENTS", 40 * 7)  # 7 users per block
+    monkeypatch.setattr(training, "SCORE_ELEMENTS", 40 * 7)  # 7 users per block
     assert rec._validate(users, hist) == pytest.approx(one)
 
 
