@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from recsys.data.dataset import Dataset
-from recsys.errors import DataError
+from recsys.errors import ConfigError, DataError
 from recsys.logs import get_logger
 from recsys.recipes import cold
 from recsys.recipes.base import Recipe, TrainingOptions
@@ -110,6 +110,7 @@ class UserPersonalization(Recipe):
 
     def __init__(self, **hyperparameters: Any) -> None:
         super().__init__(**hyperparameters)
+        self._check_schedule()
         self.model: SequenceModel | None = None
         self.popularity = np.zeros(0, dtype=np.float32)
         self.feature_config: dict[str, Any] = {}
@@ -125,6 +126,21 @@ class UserPersonalization(Recipe):
         #: where the model lives: the training device during fit, the CPU otherwise (artifacts,
         #: batch inference and the 2-hourly update all work on CPU copies)
         self._device = torch.device("cpu")
+
+    def _check_schedule(self) -> None:
+        """Refuse schedule settings that would train nonsense, at construction (config time)."""
+        hp = self.hyperparameters
+        bad = []
+        if hp["lr_decay"] not in ("none", "cosine"):
+            bad.append(f"lr_decay must be none or cosine, not {hp['lr_decay']!r}")
+        if not (isinstance(hp["warmup_steps"], int) and hp["warmup_steps"] >= 0):
+            bad.append(f"warmup_steps must be a whole number >= 0, not {hp['warmup_steps']!r}")
+        if not 0.0 <= float(hp["min_lr_ratio"]) <= 1.0:
+            bad.append(f"min_lr_ratio must be in [0, 1], not {hp['min_lr_ratio']!r}")
+        if not 0.0 <= float(hp["ema_decay"]) < 1.0:
+            bad.append(f"ema_decay must be in [0, 1), not {hp['ema_decay']!r}")
+        if bad:
+            raise ConfigError(f"recipe {self.name}: " + "; ".join(bad))
 
     # -- helpers -------------------------------------------------------------------------
     @property

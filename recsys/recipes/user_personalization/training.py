@@ -254,7 +254,7 @@ class Trainer:
         out_of_time = False
         validating = len(self.val_users) > 0
         curve: list[float] = []
-        reason, best_epoch, epoch, step = "epochs", 0, 0, 0
+        reason, best_epoch, epoch, step, f = "epochs", 0, 0, 0, 1.0
         for epoch in range(1, epochs + 1):
             model.train()
             total, n_tok = 0.0, 0
@@ -352,6 +352,8 @@ class Trainer:
             "best_validation_ndcg10": round(best, 5) if validating else None,
             "validation_still_rising": bool(rising),
             "validation_curve": curve,
+            # where the schedule had brought the learning rate when training stopped
+            "final_learning_rate": float(base_lr[0][0] * f) if base_lr[0] else None,
         }
         log.info("training stopped", **{k: v for k, v in report.items() if k != "validation_curve"})
         return report
