@@ -78,7 +78,8 @@ def test_weight_average_is_the_exponential_average_and_swaps_back():
                 p.add_(torch.randn_like(p))
         avg.update()
         d = min(0.9, (1 + t) / (10 + t))
-        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
+        params = model.parameters()
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, params, strict=True)]
     for s, e in zip(avg.shadow, expected, strict=True):
         torch.testing.assert_close(s, e)
     raw = [p.detach().clone() for p in model.parameters()]
