@@ -112,7 +112,9 @@ def test_the_kept_weights_are_the_best_validation_epochs(ema):
     for k, v in per_epoch[best].items():
         np.testing.assert_array_equal(kept[k], v, err_msg=k)
     if best != 12:
-        assert not np.array_equal(kept["model.item_emb.weight"], per_epoch[12]["model.item_emb.weight"])
+        assert not np.array_equal(
+            kept["model.item_emb.weight"], per_epoch[12]["model.item_emb.weight"]
+        )
     # validation agrees: the kept model scores what the curve says
     assert rec.best_validation == pytest.approx(max(report["validation_curve"]))
 
