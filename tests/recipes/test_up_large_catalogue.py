@@ -14,8 +14,8 @@ import torch
 from recsys.data.dataset import Dataset
 from recsys.recipes import TrainingOptions, UserPersonalization
 from recsys.recipes.features import encode_features, fit_features
-from recsys.schema import DatasetGroup
 from recsys.recipes.user_personalization import training
+from recsys.schema import DatasetGroup
 from tests.recipes.test_user_personalization import SMALL, cycle_data, next_item_accuracy
 
 SAMPLED = {**SMALL, "full_softmax_max_items": 0, "num_negatives": 16}
