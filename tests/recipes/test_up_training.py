@@ -152,6 +152,8 @@ def test_training_is_deterministic_per_seed_with_schedule_and_average():
         ({"warmup_steps": 2.5}, "warmup_steps must be a whole number >= 0"),
         ({"min_lr_ratio": 1.5}, "min_lr_ratio must be in [0, 1]"),
         ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+        ({"ema_decay": "high"}, "ema_decay must be a number, not 'high'"),
+        ({"min_lr_ratio": None}, "min_lr_ratio must be a number, not None"),
     ],
 )
 def test_schedule_settings_are_checked_when_the_recipe_is_made(bad, words):

@@ -131,13 +131,23 @@ class UserPersonalization(Recipe):
         """Refuse schedule settings that would train nonsense, at construction (config time)."""
         hp = self.hyperparameters
         bad = []
+
+        def number(key: str) -> float | None:
+            value = hp[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                bad.append(f"{key} must be a number, not {value!r}")
+                return None
+            return float(value)
+
         if hp["lr_decay"] not in ("none", "cosine"):
             bad.append(f"lr_decay must be none or cosine, not {hp['lr_decay']!r}")
-        if not (isinstance(hp["warmup_steps"], int) and hp["warmup_steps"] >= 0):
-            bad.append(f"warmup_steps must be a whole number >= 0, not {hp['warmup_steps']!r}")
-        if not 0.0 <= float(hp["min_lr_ratio"]) <= 1.0:
+        warm = hp["warmup_steps"]
+        if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
+            bad.append(f"warmup_steps must be a whole number >= 0, not {warm!r}")
+        ratio, ema = number("min_lr_ratio"), number("ema_decay")
+        if ratio is not None and not 0.0 <= ratio <= 1.0:
             bad.append(f"min_lr_ratio must be in [0, 1], not {hp['min_lr_ratio']!r}")
-        if not 0.0 <= float(hp["ema_decay"]) < 1.0:
+        if ema is not None and not 0.0 <= ema < 1.0:
             bad.append(f"ema_decay must be in [0, 1), not {hp['ema_decay']!r}")
         if bad:
             raise ConfigError(f"recipe {self.name}: " + "; ".join(bad))
