@@ -5,7 +5,8 @@
 Compares in one run popularity-count, sims, user-personalization and an outside baseline a
 user might pick instead (EASE, closed form, λ tuned on the validation item), with training time
 per model and, for user-personalization, test NDCG@10 against training time (--checkpoints).
-Hyperparameters of the recipes come from --hp (JSON) over the recipe defaults tuned here.
+user-personalization trains with the shipped configs/solutions/movielens-up.yaml settings, --hp
+(JSON) overriding them.
 """
 
 from __future__ import annotations
