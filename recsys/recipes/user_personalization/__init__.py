@@ -349,20 +349,8 @@ class UserPersonalization(Recipe):
         u, items, bias = self.factors(users, histories)
         return u @ items.T + bias
 
-    # -- new items (the 2-hourly update) -------------------------------------------------
-    @torch.no_grad()
-
-    # -- new items (the 2-hourly update) -------------------------------------------------
-    def add_items(
-        self,
-        new_ids: np.ndarray,
-        items: pd.DataFrame | None,
-        options: cold.NewItemOptions,
-        counts: np.ndarray | None = None,
-        schema: Any = None,
-    ) -> dict[str, Any]:
-        """Append new items to the live model (see :func:`.new_items.add_items`)."""
-        return new_items.add_items(self, new_ids, items, options, counts, schema)
+    # -- new items (the 2-hourly update; see new_items.py) ---------------------------------
+    add_items = new_items.add_items
 
     # -- artifacts (see artifacts.py) ----------------------------------------------------
     def tensors(self) -> dict[str, np.ndarray]:
