@@ -28,13 +28,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from recsys.data.dataset import Dataset
 from recsys.errors import ConfigError, DataError
 from recsys.logs import get_logger
-from recsys.recipes import cold
 from recsys.recipes.base import Recipe, TrainingOptions
 from recsys.recipes.features import ItemFeatures, encode_features, fit_features
 from recsys.recipes.user_personalization import artifacts, new_items, training
