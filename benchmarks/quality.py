@@ -33,7 +33,7 @@ from recsys.schema import DatasetGroup
 UP_DEFAULTS: dict = dict(SolutionConfig.load("movielens-up").hyperparameters)
 
 
-def evaluate(score_fn, histories, targets, users) -> dict[str, float]:
+def evaluate_per_user(score_fn, histories, targets, users) -> dict[str, np.ndarray]:
     acc: dict[str, list] = {}
     for b in range(0, len(users), 512):
         u = users[b : b + 512]
@@ -41,7 +41,30 @@ def evaluate(score_fn, histories, targets, users) -> dict[str, float]:
         m = rank_metrics(score_fn(u, hist), targets[b : b + 512], hist)
         for k, v in m.items():
             acc.setdefault(k, []).append(v)
-    return {k: float(np.concatenate(v).mean()) for k, v in acc.items()}
+    return {k: np.concatenate(v) for k, v in acc.items()}
+
+
+def evaluate(score_fn, histories, targets, users) -> dict[str, float]:
+    return {
+        k: float(v.mean())
+        for k, v in evaluate_per_user(score_fn, histories, targets, users).items()
+    }
+
+
+def read_subset(path: str, user_ids: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """Mask over the test users of those whose USER_ID is listed in ``path`` (one per line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            listed = {line.strip() for line in f if line.strip()}
+    except OSError as e:
+        raise SystemExit(f"--subset {path}: {e.strerror}") from None
+    mask = np.array([str(user_ids[u]) in listed for u in users])
+    if not mask.any() or mask.all():
+        raise SystemExit(
+            f"--subset {path}: {int(mask.sum())} of {len(users)} test users listed; "
+            "a subset must split them"
+        )
+    return mask
 
 
 def ease_fit(train: Dataset, lam: float) -> np.ndarray:
@@ -84,6 +107,11 @@ def main(argv=None) -> int:
     p.add_argument(
         "--checkpoints", default="10,20,40,60", help="minutes at which to report test NDCG"
     )
+    p.add_argument(
+        "--subset",
+        help="file of USER_IDs, one per line: NDCG@10 is also reported for them and the rest "
+        "(e.g. the MovieLens-1M users whose second-to-last item the rebuild lacks)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--record", action="store_true")
     p.add_argument("--json", help="also write the results here (for the plots)")
@@ -105,10 +133,19 @@ def main(argv=None) -> int:
         f"{len(data.interactions):,} interactions; {len(split.users)} test users"
     )
     print(header, flush=True)
+    subset = None if args.subset is None else read_subset(args.subset, data.user_ids, split.users)
     rows, curve = [], []
 
+    def test_metrics(fn) -> dict[str, float]:
+        per_user = evaluate_per_user(fn, hist_full, split.test, split.users)
+        m = {k: float(v.mean()) for k, v in per_user.items()}
+        if subset is not None:
+            m["NDCG@10 listed"] = float(per_user["NDCG@10"][subset].mean())
+            m["NDCG@10 rest"] = float(per_user["NDCG@10"][~subset].mean())
+        return m
+
     def report(name, fn, seconds, note=""):
-        m = evaluate(fn, hist_full, split.test, split.users)
+        m = test_metrics(fn)
         rows.append((name, m, seconds, note))
         print(
             f"{name}: NDCG@10 {m['NDCG@10']:.4f} HR@10 {m['HR@10']:.4f} ({seconds:.1f}s) {note}",
@@ -156,8 +193,8 @@ def main(argv=None) -> int:
                 train_s = elapsed  # the recipe's clock leaves out these evaluations
                 while marks and train_s >= marks[0]:
                     t0 = time.perf_counter()
-                    m = evaluate(recipe.score, hist_full, split.test, split.users)
-                    curve.append((marks.pop(0) / 60, epoch, train_s, m["NDCG@10"], m["HR@10"]))
+                    m = test_metrics(recipe.score)
+                    curve.append((marks.pop(0) / 60, epoch, train_s, m))
                     print(
                         f"  after {curve[-1][0]:g} min (epoch {epoch}): NDCG@10 {m['NDCG@10']:.4f}",
                         flush=True,
@@ -185,26 +222,41 @@ def main(argv=None) -> int:
         else:
             raise SystemExit(f"unknown model {name}")
 
+    # with --subset, NDCG@10 of the listed test users and of the rest, side by side
+    sub_head = "" if subset is None else " NDCG@10 listed | NDCG@10 rest |"
+    sub_rule = "" if subset is None else "---|---|"
+
+    def sub_cells(m) -> str:
+        return "" if subset is None else f" {m['NDCG@10 listed']:.4f} | {m['NDCG@10 rest']:.4f} |"
+
+    if subset is not None:
+        header += (
+            f"; --subset `{args.subset}` lists {int(subset.sum())} of them, "
+            f"the rest are {int((~subset).sum())}"
+        )
     lines = [
         header,
         "",
-        "| model | HR@10 | NDCG@10 | HR@20 | NDCG@20 | train s | notes |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | HR@10 | NDCG@10 | HR@20 | NDCG@20 |{sub_head} train s | notes |",
+        f"|---|---|---|---|---|{sub_rule}---|---|",
     ]
     for name, m, s, note in rows:
         lines.append(
             f"| {name} | {m['HR@10']:.4f} | {m['NDCG@10']:.4f} | {m['HR@20']:.4f} | "
-            f"{m['NDCG@20']:.4f} | {s:.1f} | {note} |"
+            f"{m['NDCG@20']:.4f} |{sub_cells(m)} {s:.1f} | {note} |"
         )
     if curve:
         lines += [
             "",
             "user-personalization, test quality against training time:",
             "",
-            "| training time | epoch | NDCG@10 | HR@10 |",
-            "|---|---|---|---|",
+            f"| training time | epoch | NDCG@10 | HR@10 |{sub_head}",
+            f"|---|---|---|---|{sub_rule}",
         ]
-        lines += [f"| {mk:g} min | {ep} | {nd:.4f} | {hr:.4f} |" for mk, ep, _, nd, hr in curve]
+        lines += [
+            f"| {mk:g} min | {ep} | {m['NDCG@10']:.4f} | {m['HR@10']:.4f} |{sub_cells(m)}"
+            for mk, ep, _, m in curve
+        ]
     text = "\n".join(lines)
     print(text)
     write_json(
@@ -213,10 +265,7 @@ def main(argv=None) -> int:
         {
             "data": header,
             "models": [{"model": n, **m, "seconds": sec, "note": note} for n, m, sec, note in rows],
-            "curve": [
-                {"minutes": mk, "epoch": ep, "train_s": ts, "NDCG@10": nd, "HR@10": hr}
-                for mk, ep, ts, nd, hr in curve
-            ],
+            "curve": [{"minutes": mk, "epoch": ep, "train_s": ts, **m} for mk, ep, ts, m in curve],
         },
     )
     if args.record:

@@ -120,3 +120,51 @@ def test_recipe_book_holds_out_each_users_newest_fifth():
     kept = set(map(tuple, train.interactions[["USER_ID", "ITEM_ID"]].to_numpy()))
     assert len(train.interactions) == len(df) - 3
     assert not kept & {("a", "i8"), ("a", "i9"), ("b", "i1")}
+
+
+def test_quality_subset_splits_the_test_users_and_its_parts_average_to_the_whole(tmp_path):
+    """--subset reports NDCG@10 of the listed users and of the rest; weighted by their counts
+    they give the overall number, and a list that does not split the users is refused."""
+    import pandas as pd
+
+    ratings = pd.read_csv(REPO / "data" / "ml-latest-small" / "ratings.csv")
+    users = sorted(ratings["userId"].unique())
+    listed = tmp_path / "listed.txt"
+    listed.write_text("".join(f"{u}\n" for u in users[::3]))
+    out = tmp_path / "q.json"
+    run(
+        "benchmarks.quality",
+        "--models",
+        "popularity-count,sims",
+        "--subset",
+        str(listed),
+        "--json",
+        str(out),
+    )
+    result = json.loads(out.read_text())
+    n_listed, n_all = len(users[::3]), len(users)
+    assert f"lists {n_listed} of them" in result["data"]
+    for m in result["models"]:
+        whole = (m["NDCG@10 listed"] * n_listed + m["NDCG@10 rest"] * (n_all - n_listed)) / n_all
+        assert whole == pytest.approx(m["NDCG@10"], abs=1e-9)
+        assert m["NDCG@10 listed"] != m["NDCG@10 rest"]
+
+    everyone = tmp_path / "everyone.txt"
+    everyone.write_text("".join(f"{u}\n" for u in users))
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.quality",
+            "--models",
+            "popularity-count",
+            "--subset",
+            str(everyone),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert bad.returncode != 0
+    assert "a subset must split them" in bad.stderr and "Traceback" not in bad.stderr
