@@ -14,7 +14,8 @@ from recsys.errors import ConfigError
 from recsys.recipes import TrainingOptions, UserPersonalization
 from recsys.recipes.losses import full_softmax_loss
 from recsys.recipes.sampling import sampled_softmax_loss
-from recsys.recipes.user_personalization.training import LearningRate, WeightAverage
+from recsys.recipes.user_personalization import training
+from recsys.recipes.user_personalization.training import LearningRate, WeightAverage, drop_items
 from tests.recipes.test_user_personalization import SMALL, cycle_data
 
 
@@ -154,6 +155,8 @@ def test_training_is_deterministic_per_seed_with_schedule_and_average():
         ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
         ({"ema_decay": "high"}, "ema_decay must be a number, not 'high'"),
         ({"min_lr_ratio": None}, "min_lr_ratio must be a number, not None"),
+        ({"item_drop": 1.0}, "item_drop must be in [0, 1)"),
+        ({"item_drop": -0.1}, "item_drop must be in [0, 1)"),
     ],
 )
 def test_schedule_settings_are_checked_when_the_recipe_is_made(bad, words):
@@ -182,3 +185,48 @@ def test_sampled_softmax_over_every_item_is_the_full_softmax():
     full.backward()
     for a, b in ((h1, h2), (z1, z2), (b1, b2)):
         torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_drop_items_keeps_order_weights_and_two_items_at_least():
+    rng = np.random.default_rng(0)
+    h = np.arange(1000) * 3
+    w = np.arange(1000, dtype=np.float32) / 7
+    seqs = [(h, w), (np.array([5, 6, 7]), None)]
+    assert drop_items(seqs, 0.0, rng) is seqs  # off: nothing drawn, nothing copied
+    (h2, w2), (short, none) = drop_items(seqs, 0.3, rng)
+    assert 600 < len(h2) < 800  # about 70% kept
+    assert (np.diff(h2) > 0).all() and np.isin(h2, h).all()  # a subsequence, in order
+    np.testing.assert_allclose(w2, h2 / 3 / 7, rtol=1e-6)  # each weight stays with its item
+    assert none is None and len(short) >= 2
+    tiny = [(np.array([1, 2]), None)] * 50
+    assert all(len(x) == 2 for x, _ in drop_items(tiny, 0.9, rng))
+
+
+def test_item_drop_trains_on_fresh_gapped_sequences_and_validates_on_whole_ones(monkeypatch):
+    seen, validated = [], []
+    windows, validate = training.windows, training.validate
+
+    def spy_windows(seqs, *a, **k):
+        seen.append([tuple(h) for h, _ in seqs])
+        return windows(seqs, *a, **k)
+
+    def spy_validate(recipe, users, histories):
+        validated.append([tuple(histories[u]) for u in users])
+        return validate(recipe, users, histories)
+
+    monkeypatch.setattr(training, "windows", spy_windows)
+    monkeypatch.setattr(training, "validate", spy_validate)
+    data = cycle_data(n_users=60, length=12)
+    hp = {**SMALL, "epochs": 3, "patience": 3, "validation_users": 10}
+    UserPersonalization(**hp, item_drop=0.0).fit(data, TrainingOptions(seed=1))
+    whole, whole_val = seen[0], validated[0]
+    assert seen == [whole] * 3
+    seen.clear(), validated.clear()
+    UserPersonalization(**hp, item_drop=0.25).fit(data, TrainingOptions(seed=1))
+    assert len(seen) == 3 and seen[0] != seen[1] != seen[2]  # a fresh draw every epoch
+    for epoch in seen:
+        assert len(epoch) == len(whole)
+        assert sum(map(len, epoch)) < 0.9 * sum(map(len, whole))
+        for cut, full in zip(epoch, whole, strict=True):
+            assert set(cut) <= set(full) and len(cut) >= 2
+    assert validated == [whole_val] * 3  # validation histories are never cut

@@ -86,6 +86,10 @@ class UserPersonalization(Recipe):
         "min_lr_ratio": 0.0,
         # > 0: validate, early-stop on and keep an exponential moving average of the weights
         "ema_decay": 0.0,
+        # > 0: each epoch trains on every sequence with each item left out with this
+        # probability (fresh draw per epoch), so the model also learns to predict across a gap
+        # in a history (interactions the log never saw); validation sees whole histories
+        "item_drop": 0.0,
         "patience": 8,
         "validation_users": 2000,
         "use_metadata": True,
@@ -142,7 +146,9 @@ class UserPersonalization(Recipe):
         warm = hp["warmup_steps"]
         if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
             bad.append(f"warmup_steps must be a whole number >= 0, not {warm!r}")
-        ratio, ema = number("min_lr_ratio"), number("ema_decay")
+        ratio, ema, drop = number("min_lr_ratio"), number("ema_decay"), number("item_drop")
+        if drop is not None and not 0.0 <= drop < 1.0:
+            bad.append(f"item_drop must be in [0, 1), not {hp['item_drop']!r}")
         if ratio is not None and not 0.0 <= ratio <= 1.0:
             bad.append(f"min_lr_ratio must be in [0, 1], not {hp['min_lr_ratio']!r}")
         if ema is not None and not 0.0 <= ema < 1.0:

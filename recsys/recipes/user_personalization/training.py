@@ -72,6 +72,20 @@ def split_users(histories, weights, hp: dict[str, Any], rng, validate: bool = Tr
     return seqs, val_users
 
 
+def drop_items(seqs, p: float, rng):
+    """Each sequence with each item left out with probability ``p`` (its weights with it);
+    at least two items stay, so every sequence still has a target. ``p`` 0: ``seqs`` itself."""
+    if p <= 0:
+        return seqs
+    out = []
+    for h, w in seqs:
+        keep = rng.random(len(h)) >= p
+        if keep.sum() < 2:
+            keep[-2:] = True
+        out.append((h[keep], None if w is None else w[keep]))
+    return out
+
+
 def windows(seqs, max_len: int, recency: bool) -> list[Window]:
     """Cut every sequence into (input, target, weight) windows of ``max_len``, newest first.
     ``recency``: Personalize's recency mask, weights rising from 0.5 (oldest) to 1 (newest)."""
@@ -259,9 +273,8 @@ class Trainer:
             model.train()
             total, n_tok = 0.0, 0
             epoch_start = time.perf_counter()
-            todo = batches(
-                windows(self.seqs, recipe.max_len, bool(hp["recency_mask"])), bs, self.rng
-            )
+            seqs = drop_items(self.seqs, float(hp["item_drop"]), self.rng)
+            todo = batches(windows(seqs, recipe.max_len, bool(hp["recency_mask"])), bs, self.rng)
             for b, batch in enumerate(todo):
                 step += 1
                 # horizon: the epoch limit or the budget, whichever is nearer
