@@ -15,8 +15,8 @@ from tests.conftest import ML_SMALL
 NDCG10 = "normalized_discounted_cumulative_gain_at_10"
 # a short training: the point is the gate, and this model is already far above popularity
 # A model that beats popularity within 45 s: the shipped settings are tuned for a nightly's
-# hour (d 128, batch 128, warm-up, cosine over the budget) and learn too little in 45 s; this
-# test is about the gate, so it trains the small quick-learning shape it always did.
+# hour (d 128, batch 128, warm-up, cosine over the budget, item_drop) and learn too little in
+# 45 s; this test is about the gate, so it trains the small quick-learning shape it always did.
 QUICK_UP = {
     "hyperparameters": {
         "max_training_minutes": 0.75,
@@ -27,6 +27,7 @@ QUICK_UP = {
         "warmup_steps": 0,
         "lr_decay": "none",
         "patience": 10,
+        "item_drop": 0.0,
     }
 }
 
