@@ -168,3 +168,68 @@ def test_quality_subset_splits_the_test_users_and_its_parts_average_to_the_whole
     )
     assert bad.returncode != 0
     assert "a subset must split them" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _ml1m_fixture(tmp_path):
+    """A two-user rebuild (original ids) and a mapping git directory as `fetch` brings it."""
+    repo = tmp_path / "mapping"
+    repo.mkdir()
+    # SASRec item k is original item 100 + k; SASRec user k is original user 10 + k
+    (repo / "sas_to_original_items.txt").write_text(
+        "".join(f"{k} {100 + k}\n" for k in range(1, 9))
+    )
+    (repo / "sas_to_original_users.txt").write_text("1 11\n2 12\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "maps"], check=True)
+    rebuild = tmp_path / "rebuild"
+    rebuild.mkdir()
+    # user 1 (original 11) is gapped: SASRec items 1 2 [6 missing] 3; user 2 is whole: 4 5 7
+    rows = [("11", 101, 5), ("11", 102, 3), ("11", 103, 4), ("12", 104, 2), ("12", 105, 4)]
+    rows.append(("12", 107, 1))
+    (rebuild / "ratings.dat").write_text(
+        "".join(f"{u}::{i}::{r}::{956703932 + 60 * (n % 3)}\n" for n, (u, i, r) in enumerate(rows))
+    )
+    (rebuild / "movies.dat").write_text(
+        "".join(f"{100 + k}::M{k} (2000)::Drama\n" for k in range(1, 9))
+    )
+    (rebuild / "users.dat").write_text("11::F::25::1::00000\n12::M::35::2::00000\n")
+    return rebuild, repo / ".git"
+
+
+def test_ml1m_complete_inserts_the_read_item_and_refuses_a_misread(tmp_path):
+    """The read second-to-last item goes in before the user's last one; a line whose anchors are
+    not the rebuild's, or a total length that is not the source file's, is refused in one line
+    and nothing is written."""
+    from benchmarks.ml1m_complete import complete
+
+    rebuild, mapping = _ml1m_fixture(tmp_path)
+    read = tmp_path / "read.txt"
+    read.write_text("1 2 6 3\n")
+    # the source's text of user 1 is "1 1 2 6 3\n": 10 characters
+    res = complete(str(rebuild), str(mapping), str(read), str(tmp_path / "out"), expect_chars=10)
+    assert res == {"completed": 1, "rows": 7}
+    lines = (tmp_path / "out" / "ratings.dat").read_text().splitlines()
+    assert lines[:4] == [
+        "11::101::5::956703932",
+        "11::102::3::956703992",
+        "11::106::4::956704052",
+        "11::103::4::956704112",
+    ]
+    assert lines[4:] == ["12::104::2::956703932", "12::105::4::956703992", "12::107::1::956704052"]
+    assert (tmp_path / "out" / "movies.dat").read_text() == (rebuild / "movies.dat").read_text()
+
+    for text, expect, message in [
+        ("1 1 6 3\n", None, "read.txt line 1: user 1 ends with 2 3 in the rebuild, not 1 3"),
+        ("1 2 1 3\n", None, "item 1 is unknown or already in user 1's history"),
+        ("1 2 6 3\n1 2 7 3\n", None, "line 2: user 1 read twice with different items"),
+        ("1 2 6\n", None, "expected 'SAS_USER A X B'"),
+        ("1 2 6 3\n", 11, "make 10 characters, the source file 11"),
+    ]:
+        read.write_text(text)
+        out = tmp_path / f"bad{len(message)}"
+        with pytest.raises(SystemExit) as e:
+            complete(str(rebuild), str(mapping), str(read), str(out), expect_chars=expect)
+        assert message in str(e.value)
+        assert not (out / "ratings.dat").exists()
