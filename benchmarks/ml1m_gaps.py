@@ -8,8 +8,9 @@ other users (all outside gSASRec's 512 validation users) each history lacks its 
 second-to-last item: in our leave-one-out the test item then follows a gap, while the validation
 item (the real third-to-last) does not. The papers' numbers are on complete histories, so this
 list lets ``benchmarks.quality --subset`` report the complete users apart
-(docs/BENCHMARKS.md). Takes the same ``fetch`` git directories as the build tool and writes one
-original USER_ID per line. Research data: keep the output beside the data, never in the repo.
+(docs/BENCHMARKS.md); ``benchmarks.ml1m_complete`` fills the gaps in from items read off a whole
+SASRec file. Takes the same ``fetch`` git directories as the build tool and writes one original
+USER_ID per line. Research data: keep the output beside the data, never in the repo.
 """
 
 from __future__ import annotations
