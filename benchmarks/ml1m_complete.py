@@ -56,9 +56,9 @@ def complete(rebuild: str, mapping: str, read_file: str, out: str, expect_chars=
             if len(parts) != 4 or not all(p.isdigit() for p in parts):
                 raise SystemExit(f"{where}: expected 'SAS_USER A X B' (four numbers): {line!r}")
             u, a, x, b = parts
-            if u not in user_map:
-                raise SystemExit(f"{where}: user {u} is not in the SASRec user map")
-            history = [sas_item[i] for i, _ in users[user_map[u]]]
+            if user_map.get(u) not in users:
+                raise SystemExit(f"{where}: user {u} is not in the SASRec user map or the rebuild")
+            history = [sas_item.get(i, "?") for i, _ in users[user_map[u]]]
             if history[-2:] != [a, b]:
                 raise SystemExit(
                     f"{where}: user {u} ends with {' '.join(history[-2:])} in the rebuild, "

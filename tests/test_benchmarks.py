@@ -225,6 +225,7 @@ def test_ml1m_complete_inserts_the_read_item_and_refuses_a_misread(tmp_path):
         ("1 2 1 3\n", None, "item 1 is unknown or already in user 1's history"),
         ("1 2 6 3\n1 2 7 3\n", None, "line 2: user 1 read twice with different items"),
         ("1 2 6\n", None, "expected 'SAS_USER A X B'"),
+        ("3 2 6 3\n", None, "user 3 is not in the SASRec user map or the rebuild"),
         ("1 2 6 3\n", 11, "make 10 characters, the source file 11"),
     ]:
         read.write_text(text)
